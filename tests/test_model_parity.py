@@ -1,0 +1,121 @@
+"""Parity with the references: parameter counts of every variant and weight import from keras.applications."""
+import numpy as np
+import pytest
+import keras
+
+import effnet_tf
+from effnet_tf.blocks.layers import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
+
+# REFERENCE.md: include_top, 1000 classes, BN statistics included; identical in keras.applications
+# (whose V1 models count 7 more values in an input Normalization layer) and the official tests.
+REFERENCE_PARAMS = {
+    "efficientnet-b0": 5_330_564, "efficientnet-b1": 7_856_232, "efficientnet-b2": 9_177_562,
+    "efficientnet-b3": 12_320_528, "efficientnet-b4": 19_466_816, "efficientnet-b5": 30_562_520,
+    "efficientnet-b6": 43_265_136, "efficientnet-b7": 66_658_680,
+    "efficientnetv2-b0": 7_200_312, "efficientnetv2-b1": 8_212_124, "efficientnetv2-b2": 10_178_374,
+    "efficientnetv2-b3": 14_467_622, "efficientnetv2-s": 21_612_360, "efficientnetv2-m": 54_431_388,
+    "efficientnetv2-l": 119_027_848, "efficientnetv2-xl": 208_896_832,
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_parameter_count_matches_reference(name):
+    assert effnet_tf.build_model(name).count_params() == REFERENCE_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ["efficientnet-b0", "efficientnetv2-b0", "efficientnetv2-s"])
+def test_parameter_count_matches_keras_applications_like_for_like(name):
+    spec = effnet_tf.get_variant(name)
+    reference = getattr(keras.applications, spec.keras_application)(weights=None)
+    extra = 7 if spec.family == "v1" else 0  # keras' V1 input Normalization: mean 3, variance 3, count 1
+    assert effnet_tf.build_model(name).count_params() == reference.count_params() - extra
+
+
+def test_b8_and_l2_build_bigger_than_b7():
+    b8 = effnet_tf.build_model("efficientnet-b8").count_params()
+    assert REFERENCE_PARAMS["efficientnet-b7"] < b8
+    assert len(effnet_tf.build_model("efficientnet-b8").block_names) == sum(
+        int(np.ceil(3.6 * r)) for r in (1, 2, 2, 3, 3, 4, 1))
+
+
+def _randomize(model, seed):
+    """Random weights everywhere, BN statistics included, so a wrong copy cannot go unnoticed."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
+                               rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n)])
+        elif layer.weights and not isinstance(layer, keras.layers.Normalization):
+            layer.set_weights([w.numpy() * rng.uniform(0.8, 1.2, w.shape) for w in layer.weights])
+
+
+def _keras_reference(spec, size, weights_from=None):
+    constructor = getattr(keras.applications, spec.keras_application)
+    model = constructor(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    if spec.family == "v1":
+        # With weights=None keras' V1 Normalization is the identity; set the released weights'
+        # normalization (what weights="imagenet" computes) to compare like with like.
+        norm = next(l for l in model.layers if isinstance(l, keras.layers.Normalization))
+        norm.set_weights([np.array(IMAGENET_MEAN_PIXELS) / 255.0,
+                          (np.array(IMAGENET_STD_PIXELS) / 255.0) ** 2, np.array(0)])
+        norm.finalize_state()  # Normalization caches mean/variance as tensors
+    if weights_from is not None:
+        model.set_weights(weights_from.get_weights())
+    return model
+
+
+@pytest.mark.parametrize("name", ["efficientnet-b0", "efficientnetv2-b0", "efficientnetv2-s"])
+def test_weight_import_gives_same_logits_at_two_sizes(name):
+    spec = effnet_tf.get_variant(name)
+    reference = _keras_reference(spec, 64)
+    _randomize(reference, seed=1)
+    ours = effnet_tf.build_model(name, classifier_activation=None)
+    counts = effnet_tf.load_keras_applications_weights(ours, reference)
+    assert counts["head"] == 1
+    for size in (64, 75):
+        sized = reference if size == 64 else _keras_reference(spec, size, weights_from=reference)
+        x = np.random.default_rng(size).uniform(0, 255, (2, size, size, 3)).astype("float32")
+        expected = sized(x, training=False).numpy()
+        got = ours(x, training=False).numpy()
+        assert np.abs(expected).max() > 0.05  # logits 250x the tolerance, not ~1e-3 probabilities
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_weight_import_from_weights_file_and_fine_tune_head(tmp_path):
+    spec = effnet_tf.get_variant("efficientnetv2-b0")
+    reference = _keras_reference(spec, 64)
+    _randomize(reference, seed=2)
+    path = str(tmp_path / "b0.weights.h5")
+    reference.save_weights(path)
+    ours = effnet_tf.build_model("efficientnetv2-b0", classifier_activation=None)
+    effnet_tf.load_keras_applications_weights(ours, path)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-4)
+
+    # Fine-tuning on 5 classes: the body is copied, the 1000-class head is not.
+    five = effnet_tf.build_model("efficientnetv2-b0", num_classes=5)
+    with pytest.raises(ValueError, match="'predictions' does not match.*skip_mismatched_head"):
+        effnet_tf.load_keras_applications_weights(five, reference)
+    counts = effnet_tf.load_keras_applications_weights(five, reference, skip_mismatched_head=True)
+    assert counts["head"] == 0
+    np.testing.assert_array_equal(five.get_layer("top_conv").kernel.numpy(),
+                                  reference.get_layer("top_conv").kernel.numpy())
+
+
+def test_weight_import_names_first_mismatching_layer():
+    reference = keras.applications.EfficientNetV2B1(weights=None, input_shape=(64, 64, 3))
+    ours = effnet_tf.build_model("efficientnetv2-b0")
+    with pytest.raises(ValueError, match="source model has weighted layers that match nothing.*'block1b_project_conv'.*34 in all"):
+        effnet_tf.load_keras_applications_weights(ours, reference)
+    wider = effnet_tf.build_model("efficientnetv2-b0", width=1.1)
+    with pytest.raises(ValueError, match="Layer 'stem_conv' does not match source layer 'stem_conv'"):
+        effnet_tf.load_keras_applications_weights(wider, reference)
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        effnet_tf.load_keras_applications_weights(ours, "/nonexistent/missing.h5")
