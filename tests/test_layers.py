@@ -129,3 +129,23 @@ def test_bad_block_arguments():
         FusedMBConv(8, 8, drop_connect_rate=1.5)
     with pytest.raises(ValueError, match="input has 4 channels, the block expects 8"):
         MBConv(8, 8)(_x((1, 4, 4, 4)))
+
+
+def test_fused_batch_norm_trains_like_keras_and_updates_unbiased_moving_variance():
+    from effnet_tf.blocks.batch_norm import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (4, 5, 5, 8)).astype("float32")
+    ours, reference = FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (ours, reference):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 8))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 8))
+    np.testing.assert_allclose(ours(x, training=True), reference(x, training=True), atol=1e-5)
+    n = 4 * 5 * 5
+    batch_mean, batch_var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(ours.moving_mean.numpy(), 0.1 * batch_mean, rtol=1e-5)
+    # The fused kernel feeds the unbiased variance to the moving average (as Keras 2 / official code).
+    np.testing.assert_allclose(ours.moving_variance.numpy(), 0.9 + 0.1 * batch_var * n / (n - 1), rtol=1e-5)
+    # Inference is Keras' own code path.
+    ours.moving_variance.assign(reference.moving_variance)
+    np.testing.assert_allclose(ours(x, training=False), reference(x, training=False), atol=1e-5)

@@ -115,7 +115,8 @@ def test_weight_import_names_first_mismatching_layer():
     with pytest.raises(ValueError, match="source model has weighted layers that match nothing.*'block1b_project_conv'.*34 in all"):
         effnet_tf.load_keras_applications_weights(ours, reference)
     wider = effnet_tf.build_model("efficientnetv2-b0", width=1.1)
-    with pytest.raises(ValueError, match="Layer 'stem_conv' does not match source layer 'stem_conv'"):
+    # 48 * 1.1 rounds to 56 filters: stage 3 is the first that differs.
+    with pytest.raises(ValueError, match="Layer 'block3a/project_conv' does not match source layer 'block3a_project_conv'"):
         effnet_tf.load_keras_applications_weights(wider, reference)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         effnet_tf.load_keras_applications_weights(ours, "/nonexistent/missing.h5")

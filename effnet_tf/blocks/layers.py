@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 import keras
 from keras import ops
 
+from effnet_tf.blocks.batch_norm import FusedBatchNormalization
+
 _PACKAGE = "effnet_tf"
 
 # Initializers of the reference implementations (keras.applications and the official code).
@@ -269,7 +271,7 @@ class _BlockBase(keras.layers.Layer):
         )
 
     def _bn(self, name):
-        return keras.layers.BatchNormalization(
+        return FusedBatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name,
             synchronized=self.batchnorm_synchronized, dtype=self.dtype_policy,
         )

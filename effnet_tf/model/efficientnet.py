@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 
+from effnet_tf.blocks.batch_norm import FusedBatchNormalization
 from effnet_tf.blocks.block_string import decode_all, encode_all
 from effnet_tf.blocks.layers import (
     BLOCK_TYPES,
@@ -133,7 +134,7 @@ class EfficientNet(keras.Model):
             stem_filters, 3, strides=2, padding="same", use_bias=False,
             kernel_initializer=CONV_KERNEL_INITIALIZER, name="stem_conv",
         )(x)
-        x = keras.layers.BatchNormalization(name="stem_bn", **bn_kwargs)(x)
+        x = FusedBatchNormalization(name="stem_bn", **bn_kwargs)(x)
         x = keras.layers.Activation(activation, name="stem_activation")(x)
 
         # Multi-scale endpoints: the last layer output at each stride (2, 4, 8, 16, 32).
@@ -172,7 +173,7 @@ class EfficientNet(keras.Model):
             head_filters, 1, padding="same", use_bias=False,
             kernel_initializer=CONV_KERNEL_INITIALIZER, name="top_conv",
         )(x)
-        x = keras.layers.BatchNormalization(name="top_bn", **bn_kwargs)(x)
+        x = FusedBatchNormalization(name="top_bn", **bn_kwargs)(x)
         x = keras.layers.Activation(activation, name="top_activation")(x)
 
         if include_top:

@@ -33,7 +33,8 @@ _BLOCK_ROLES = (
     ("project_conv", ("project_conv",)),
     ("project_bn", ("project_bn",)),
 )
-_TOP_ROLES = ("stem_conv", "stem_bn", "top_conv", "top_bn")
+_STEM_ROLES = ("stem_conv", "stem_bn")
+_HEAD_ROLES = ("top_conv", "top_bn")
 _IGNORED_SOURCE_LAYERS = ("normalization", "rescaling")  # preprocessing: constants on our side
 
 
@@ -47,14 +48,15 @@ def _sublayer(block: keras.layers.Layer, path: str) -> Optional[keras.layers.Lay
 
 
 def _role_pairs(model: keras.Model) -> List[Tuple[str, keras.layers.Layer, Tuple[str, ...]]]:
-    """(our path, our layer, candidate keras names) for every weighted layer of ``model``."""
-    pairs = [(name, model.get_layer(name), (name,)) for name in _TOP_ROLES]
+    """(our path, our layer, candidate keras names) for every weighted layer, in network order."""
+    pairs = [(name, model.get_layer(name), (name,)) for name in _STEM_ROLES]
     for layer in model.layers:
         if isinstance(layer, (MBConv, FusedMBConv)):
             for path, suffixes in _BLOCK_ROLES:
                 sub = _sublayer(layer, path)
                 if sub is not None:
                     pairs.append((f"{layer.name}/{path}", sub, tuple(f"{layer.name}_{s}" for s in suffixes)))
+    pairs += [(name, model.get_layer(name), (name,)) for name in _HEAD_ROLES]
     return pairs
 
 
