@@ -1,0 +1,153 @@
+"""``export_all``: every serving format plus ``metadata.json`` in one directory, written atomically.
+
+Layout of ``export_dir``::
+
+    saved_model/                  SavedModel (serving_default, predict_pixels, predict_pixels_uint8)
+    model.keras                   Keras 3 file for fine-tuning (needs `import effnet_tf`)
+    model_float32.tflite          TFLite, float32
+    model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
+    metadata.json                 variant, image size, class names, input note, versions
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from effnet_tf.export import prepare
+from effnet_tf.export.atomic import atomic_output
+from effnet_tf.export.keras_file import write_keras
+from effnet_tf.export.saved_model import write_saved_model
+from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
+from effnet_tf.export.tflite import convert_tflite
+
+FORMATS = ("saved_model", "keras", "tflite")
+SAVED_MODEL_DIR = "saved_model"
+KERAS_FILE = "model.keras"
+TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
+METADATA_FILE = "metadata.json"
+
+INPUT_NOTE = (
+    "Models take RGB pixels in 0..255 (uint8 or float) and normalize them inside; do not scale "
+    "or normalize on the client. serving_default takes encoded JPEG/PNG bytes and applies the "
+    "evaluation preprocessing (central crop size/(size+32) below 320 px, else the whole image, "
+    "resized to image_size). predict_pixels / predict_pixels_uint8 and the TFLite files take "
+    "pixels as they are (TFLite: float32 [1, image_size, image_size, 3])."
+)
+
+
+def join(directory: str, *parts: str) -> str:
+    """``os.path.join`` that keeps ``gs://`` URLs intact."""
+    if "://" in directory:
+        return "/".join([directory.rstrip("/"), *parts])
+    return os.path.join(directory, *parts)
+
+
+def _check_formats(formats: Sequence[str]) -> tuple:
+    if isinstance(formats, str):
+        formats = (formats,)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)!r}.")
+    return tuple(dict.fromkeys(formats))
+
+
+def build_metadata(model: keras.Model, image_size: int, class_names, top_k: int, files: Dict[str, str],
+                   extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``metadata.json`` record of an export."""
+    import effnet_tf
+
+    variant = getattr(model, "variant", None)
+    metadata = {
+        "format": "effnet_tf export",
+        "format_version": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": model.name,
+            "variant": variant.name if variant is not None else None,
+            "blocks": list(getattr(model, "blocks_strings", []) or []) or None,
+            "width": getattr(model, "width", None),
+            "depth": getattr(model, "depth", None),
+            "num_classes": prepare.num_classes(model),
+            "head": head_activation(model) or "logits",
+            "parameters": int(model.count_params()),
+        },
+        "image_size": image_size,
+        "normalization": getattr(model, "normalization", None),
+        "input": INPUT_NOTE,
+        "class_names": class_names,
+        "top_k": top_k,
+        "signatures": {
+            name: {"input": IMAGE_BYTES if name == SIGNATURES[0] else PIXELS, "outputs": list(OUTPUTS)}
+            for name in SIGNATURES
+        },
+        "files": files,
+        "versions": {"effnet_tf": effnet_tf.__version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+    }
+    if extra:
+        metadata.update(extra)
+    return metadata
+
+
+def read_metadata(export_dir: str) -> Optional[Dict[str, Any]]:
+    """``export_dir/metadata.json`` as a dict, or None when there is none."""
+    path = join(export_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return json.load(handle)
+
+
+def export_all(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    formats: Sequence[str] = FORMATS,
+    image_size: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
+    top_k: int = 5,
+    overwrite: bool = False,
+    metadata: Optional[Dict[str, Any]] = None,
+    options: Optional[tf.saved_model.SaveOptions] = None,
+) -> str:
+    """Writes ``formats`` of ``model`` (its current weights) and ``metadata.json`` to ``export_dir``.
+
+    ``formats``: any of "saved_model", "keras", "tflite" (the last writes both the float32 and
+    the dynamic-range file). The whole directory is written beside ``export_dir`` and renamed
+    onto it at the end, so it is complete or absent; an existing ``export_dir`` is refused
+    unless ``overwrite``. ``metadata`` adds keys to ``metadata.json`` (e.g. the checkpoint).
+    Other arguments as ``export_saved_model``. Returns ``export_dir``.
+    """
+    formats = _check_formats(formats)
+    prepare.check_classifier(model)
+    image_size = prepare.resolve_image_size(model, image_size)
+    classes = prepare.num_classes(model)
+    class_names = prepare.check_class_names(class_names, classes)
+    top_k = prepare.check_top_k(top_k, classes)
+    serving_model = prepare.inference_model(model)
+    files: Dict[str, str] = {}
+    with atomic_output(export_dir, overwrite=overwrite) as temporary:
+        tf.io.gfile.makedirs(temporary)
+        if "saved_model" in formats:
+            write_saved_model(serving_model, join(temporary, SAVED_MODEL_DIR), image_size=image_size,
+                              class_names=class_names, top_k=top_k, options=options)
+            files["saved_model"] = SAVED_MODEL_DIR
+        if "keras" in formats:
+            write_keras(serving_model, join(temporary, KERAS_FILE))
+            files["keras"] = KERAS_FILE
+        if "tflite" in formats:
+            for quantize, name in TFLITE_FILES.items():
+                with tf.io.gfile.GFile(join(temporary, name), "wb") as handle:
+                    handle.write(convert_tflite(serving_model, image_size, quantize))
+                files[f"tflite_{quantize or 'float32'}"] = name
+        record = build_metadata(serving_model, image_size, class_names, top_k, files, metadata)
+        with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
+    return export_dir
