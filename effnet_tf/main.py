@@ -1,0 +1,136 @@
+"""``effnet-train`` / ``python -m effnet_tf.main``: train, evaluate or export an EfficientNet.
+
+Examples::
+
+    effnet-train --config=configs/demo.yaml                     # the README's main job (CPU)
+    effnet-train --config=configs/imagenet_efficientnetv2_s.yaml --tpu=my-tpu \\
+        --model_dir=gs://bucket/runs/v2s --params_override='data.name=tfrecord:gs://bucket/imagenet'
+    effnet-train --model=efficientnetv2-b0 --params_override='train.epochs=30,data.name=tfds:cifar10' \\
+        --model_dir=runs/cifar
+    effnet-train --mode=eval --config=configs/demo.yaml --model_dir=runs/demo
+
+Configuration: dataclass defaults, then the ``--config`` YAML files in order, then
+``--params_override``, then the explicit flags below. The resolved config is written to
+``<model_dir>/config.yaml`` before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from absl import app, flags  # noqa: E402
+
+from effnet_tf.training import config as config_lib  # noqa: E402
+from effnet_tf.training.config import MODES, PRECISIONS, STRATEGIES  # noqa: E402
+from effnet_tf.training.overrides import apply_override_string, apply_overrides  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the driver's flags (idempotent)."""
+    if "params_override" in FLAGS:
+        return
+    flags.DEFINE_enum("mode", None, list(MODES), "What to run (default: runtime.mode, train_and_eval).")
+    flags.DEFINE_string("model", None, "Registry name of the variant, e.g. efficientnetv2-s (model.name).")
+    flags.DEFINE_string("blocks", None, "Comma-separated block strings of a custom architecture (model.blocks).")
+    flags.DEFINE_float("width", None, "Width coefficient (model.width).")
+    flags.DEFINE_float("depth", None, "Depth coefficient (model.depth).")
+    flags.DEFINE_multi_string("config", [], "YAML config file(s); later files override earlier ones. "
+                              "Repeat the flag or separate with commas.")
+    flags.DEFINE_string("params_override", "", "Comma-separated dotted overrides, e.g. "
+                        "'train.epochs=30,data.name=tfds:cifar10'.")
+    flags.DEFINE_string("model_dir", None, "Checkpoints, logs, config and export; local or gs:// (runtime.model_dir).")
+    flags.DEFINE_string("data_dir", None, "Data directory, local or gs:// (data.data_dir).")
+    flags.DEFINE_string("tpu", None, "TPU name, 'local' or grpc://host:port (runtime.tpu).")
+    flags.DEFINE_enum("strategy", None, list(STRATEGIES), "tf.distribute strategy; auto-detected when omitted.")
+    flags.DEFINE_enum("precision", None, list(PRECISIONS), "Dtype policy; bfloat16 on TPU by default.")
+    flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (Keras steps_per_execution).")
+
+
+def _config_files(values: Sequence[str]) -> List[str]:
+    files: List[str] = []
+    for value in values or []:
+        files.extend(part.strip() for part in value.split(",") if part.strip())
+    return files
+
+
+def flag_overrides(flag_values=FLAGS) -> List[tuple]:
+    """``(dotted_key, value)`` for every explicit flag that maps onto a config key."""
+    fv = flag_values
+    pairs = []
+    if fv.mode is not None:
+        pairs.append(("runtime.mode", fv.mode))
+    if fv.model is not None:
+        pairs.append(("model.name", fv.model))
+    if fv.blocks is not None:
+        pairs.append(("model.blocks", [b.strip() for b in fv.blocks.split(",") if b.strip()]))
+        if fv.model is None:
+            pairs.append(("model.name", None))
+    for flag, key in (("width", "model.width"), ("depth", "model.depth"), ("model_dir", "runtime.model_dir"),
+                      ("data_dir", "data.data_dir"), ("tpu", "runtime.tpu"), ("strategy", "runtime.strategy"),
+                      ("precision", "runtime.precision"), ("steps_per_loop", "runtime.steps_per_loop")):
+        value = getattr(fv, flag)
+        if value is not None:
+            pairs.append((key, value))
+    return pairs
+
+
+def build_config(flag_values=FLAGS) -> config_lib.ExperimentConfig:
+    """Defaults -> YAML files -> --params_override -> explicit flags."""
+    config = config_lib.load_yaml_files(_config_files(flag_values.config))
+    apply_override_string(config, flag_values.params_override)
+    apply_overrides(config, flag_overrides(flag_values), source="command-line flags")
+    return config_lib.validate(config)
+
+
+def create_trainer(flag_values=FLAGS):
+    """Builds the config from parsed flags and the ``Trainer`` for it."""
+    config = build_config(flag_values)
+    from effnet_tf.training.trainer import Trainer
+
+    return Trainer(config)
+
+
+def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
+    """Runs ``runtime.mode`` of the flags' config; returns the trainer's results."""
+    return create_trainer(flag_values).run()
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {' '.join(argv[1:])}")
+    from effnet_tf.training.callbacks import NonFiniteLossError
+    from effnet_tf.training.strategy import TPUUnavailableError
+
+    try:
+        trainer = create_trainer(FLAGS)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, TPUUnavailableError) as error:
+        # Configuration and set-up errors: one clear line, no traceback.
+        print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    try:
+        trainer.run()
+    except FileNotFoundError as error:  # --mode=eval/export without a checkpoint
+        print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"effnet-train: training stopped: {error}", file=sys.stderr, flush=True)
+        sys.exit(3)
+
+
+def run() -> None:
+    """Console-script entry point (``effnet-train``)."""
+    define_flags()
+    app.run(main)
+
+
+define_flags()
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,201 @@
+"""Keras callbacks of the training driver: progress + checkpoints + NaN stop, evaluation,
+and the progressive-learning scalars (TensorBoard and a JSON-lines progress file)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Callable, Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from effnet_tf.training.checkpointing import CheckpointState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stopped before any further checkpoint."""
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+class ProgressCheckpoint(keras.callbacks.Callback):
+    """Advances the global step, stops on a non-finite loss, and checkpoints.
+
+    One callback does all three so their order is fixed: the step is counted, the loss is
+    checked, and only then a checkpoint may be written; a NaN raises before anything is saved,
+    which leaves the last good checkpoint the latest one.
+
+    ``begin_segment(epoch_offset_steps)`` tells it where in its first epoch a ``fit`` call starts
+    (non-zero only when a run resumes mid-epoch).
+    """
+
+    def __init__(self, state: CheckpointState, steps_per_epoch: int, every_steps: int = 0):
+        super().__init__()
+        self._all_finite = None
+        self.state = state
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every_steps = int(every_steps)
+        self._offset = 0
+        self._epoch = 0
+        self._first_epoch_of_segment = True
+
+    def begin_segment(self, offset_steps: int = 0) -> None:
+        self._offset = int(offset_steps)
+        self._first_epoch_of_segment = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if not self._first_epoch_of_segment:
+            self._offset = 0
+        self._first_epoch_of_segment = False
+
+    def _check(self, logs, where: str) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not _finite(loss):
+            step = self.state.progress.global_step
+            raise NonFiniteLossError(
+                f"Training loss is {float(loss)} at {where} (global step {step}, epoch {self._epoch + 1}). "
+                f"Stopped without saving; the last good checkpoint is {self.state.latest!r}. "
+                "Lower train.base_learning_rate or check the data."
+            )
+
+    def _save(self, where: str) -> None:
+        # The loss of step t is computed before step t's update: a non-finite gradient shows up
+        # in the weights one step before it shows in the loss. Never checkpoint such weights.
+        if self._all_finite is None:
+            variables = list(self.model.trainable_variables)
+            self._all_finite = tf.function(
+                lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+        if not bool(self._all_finite()):
+            raise NonFiniteLossError(
+                f"Non-finite weights at {where} (global step {self.state.progress.global_step}, epoch "
+                f"{self._epoch + 1}). Stopped without saving; the last good checkpoint is {self.state.latest!r}."
+            )
+        self.state.save()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch * self.steps_per_epoch + self._offset + int(batch) + 1
+        previous = self.state.progress.global_step
+        self.state.progress.step.assign(step)
+        self._check(logs, f"batch {int(batch) + 1}")
+        if self.every_steps and step // self.every_steps > previous // self.every_steps:
+            self._save(f"batch {int(batch) + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, "the end of the epoch")
+        self._save("the end of the epoch")
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Evaluates at the end of chosen epochs and adds ``val_*`` to the epoch logs (so the
+    progress bar, History and TensorBoard show them)."""
+
+    def __init__(self, evaluate: Callable[[], Dict[str, float]], should_evaluate: Callable[[int], bool]):
+        super().__init__()
+        self.evaluate = evaluate
+        self.should_evaluate = should_evaluate
+        self.last: Optional[Dict[str, float]] = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.should_evaluate(epoch):
+            return
+        results = self.evaluate()
+        self.last = results
+        for name, value in results.items():
+            if name != "ema":  # a flag, not a metric
+                logs[f"val_{name}"] = value
+
+
+class ProgressiveLogger(keras.callbacks.Callback):
+    """Per-epoch scalars of the schedule and throughput, to TensorBoard and ``progress.jsonl``.
+
+    TensorBoard tags (step = epoch, as Keras' epoch scalars): ``progressive/image_size``,
+    ``progressive/randaug_magnitude``, ``progressive/mixup_alpha``, ``progressive/cutmix_alpha``,
+    ``progressive/dropout_rate``, ``progressive/drop_connect_rate``,
+    ``perf/images_per_second``, ``compile/train_functions``, ``train/learning_rate``.
+    """
+
+    def __init__(self, log_dir: Optional[str], global_batch_size: int,
+                 compile_count: Callable[[], int], learning_rate: Callable[[], float], write_json: Callable[[dict], None]):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        self.global_batch_size = int(global_batch_size)
+        self.compile_count = compile_count
+        self.learning_rate = learning_rate
+        self.write_json = write_json
+        self.stage = None
+        self._start = None
+        self._steps = 0
+
+    def set_stage(self, stage) -> None:
+        self.stage = stage
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = int(batch) + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = max(time.perf_counter() - (self._start or time.perf_counter()), 1e-9)
+        images_per_second = self._steps * self.global_batch_size / seconds
+        scalars = {
+            "progressive/image_size": self.stage.image_size,
+            "progressive/randaug_magnitude": self.stage.randaug_magnitude,
+            "progressive/mixup_alpha": self.stage.mixup_alpha,
+            "progressive/cutmix_alpha": self.stage.cutmix_alpha,
+            "progressive/dropout_rate": self.stage.dropout_rate,
+            "progressive/drop_connect_rate": self.stage.drop_connect_rate,
+            "perf/images_per_second": images_per_second,
+            "compile/train_functions": self.compile_count(),
+            "train/learning_rate": self.learning_rate(),
+        }
+        if self.writer is not None:
+            with self.writer.as_default(step=epoch):
+                for tag, value in scalars.items():
+                    tf.summary.scalar(tag, float(value))
+            self.writer.flush()
+        record = {
+            "event": "epoch", "epoch": epoch + 1, "stage": self.stage.index, "image_size": self.stage.image_size,
+            "randaug_magnitude": self.stage.randaug_magnitude, "mixup_alpha": self.stage.mixup_alpha,
+            "cutmix_alpha": self.stage.cutmix_alpha, "dropout_rate": self.stage.dropout_rate,
+            "drop_connect_rate": self.stage.drop_connect_rate, "steps": self._steps,
+            "images_per_second": round(images_per_second, 2), "train_functions": self.compile_count(),
+            "learning_rate": self.learning_rate(),
+        }
+        record.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+        self.write_json(record)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one JSON line (local or gs://; gs:// has no append, so rewrite)."""
+    line = json.dumps(record, sort_keys=False) + "\n"
+    if "://" in path:
+        old = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
+        with tf.io.gfile.GFile(path, "w") as handle:
+            handle.write(old + line)
+    else:
+        with open(path, "a+", encoding="utf-8") as handle:
+            # A run killed mid-write can leave a partial last line: start on a fresh one.
+            if handle.tell() > 0:
+                handle.seek(handle.tell() - 1)
+                if handle.read(1) != "\n":
+                    line = "\n" + line
+            handle.write(line)
+            handle.flush()

@@ -1,0 +1,158 @@
+"""One compiled train program per image size, reused when a size comes back.
+
+Keras 3 wraps the train step in a ``tf.function(reduce_retracing=True)``: after a second input
+shape it relaxes to a shape-polymorphic trace ``(batch, None, None, 3)``, which a TPU cannot
+run as one static program, and it keeps one function for the model's lifetime. Here the model's
+``make_train_function`` is replaced by one that builds a fresh ``tf.function`` per image size
+(each only ever sees one static shape, so nothing relaxes), kept in a dict ``{size: function}``
+and put back in ``model.train_function`` before each ``fit`` segment.
+
+The loop over ``steps_per_execution`` is the classic TF2 ``for _ in tf.range(n): strategy.run``
+rather than Keras' Optional/while-loop, which fails under MirroredStrategy with more than one
+device when ``steps_per_execution > 1`` (Keras 3.15; "You must feed a value for placeholder").
+Training datasets here repeat forever, so no end-of-data handling is needed inside the loop.
+
+``trace_count`` counts actual traces of the train step (a Python side effect that only runs
+while TensorFlow traces), one per distinct graph; it is the number of compiled train programs.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable, Dict, Hashable, List, Optional, Tuple
+
+import keras
+import tensorflow as tf
+
+
+def _reduce(outputs, strategy):
+    """Metric results are identical on every replica after the step: take them once."""
+    try:
+        from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+        return reduce_per_replica(outputs, strategy, reduction="auto")
+    except ImportError:  # pragma: no cover — private Keras module moved
+        return tf.nest.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v, outputs)
+
+
+class TrainFunctionCache:
+    """Owns ``model.train_function`` across ``fit`` calls: one static-shape program per key.
+
+    Usage::
+
+        cache = TrainFunctionCache(model, jit_compile=False)   # after model.compile(...)
+        with cache.use(image_size):
+            model.fit(dataset_at(image_size), ...)
+        cache.trace_count   # programs traced so far
+    """
+
+    def __init__(self, model: keras.Model, jit_compile: bool = False):
+        self.model = model
+        self.jit_compile = bool(jit_compile)
+        self._functions: Dict[Hashable, Callable] = {}
+        self._graphs = weakref.WeakSet()
+        self.traces: List[Tuple[Hashable, Tuple]] = []  # (key, input shape) per trace
+        self._key: Optional[Hashable] = None
+        self._step = model.train_step
+        model.train_step = self._counting_step
+        model.make_train_function = self._make_train_function
+
+    @property
+    def trace_count(self) -> int:
+        return len(self.traces)
+
+    def keys(self) -> List[Hashable]:
+        return list(self._functions)
+
+    def _counting_step(self, data):
+        graph = tf.compat.v1.get_default_graph()
+        # Runs only while tracing; MirroredStrategy calls the step once per replica in one graph.
+        if tf.inside_function() and graph not in self._graphs:
+            self._graphs.add(graph)
+            x = data[0] if isinstance(data, (tuple, list)) else data
+            self.traces.append((self._key, tuple(getattr(x, "shape", ()))))
+        return self._step(data)
+
+    def _make_train_function(self, force: bool = False):
+        model = self.model
+        if model.train_function is not None and not force:
+            return model.train_function
+        strategy = model.distribute_strategy
+        steps = int(model.steps_per_execution or 1)
+        step_fn = model.train_step
+
+        if model.run_eagerly:
+            one_step = step_fn
+        else:
+            # On TPU everything is XLA already; jit_compile applies to CPU/GPU.
+            one_step = tf.function(step_fn, jit_compile=self.jit_compile, autograph=False)
+
+        def loop(iterator):
+            outputs = None
+            if steps > 1:
+                for _ in tf.range(steps - 1):
+                    strategy.run(one_step, args=(next(iterator),))
+            outputs = strategy.run(one_step, args=(next(iterator),))
+            return _reduce(outputs, strategy)
+
+        multi_step = loop if model.run_eagerly else tf.function(loop)
+
+        def function(iterator):
+            if isinstance(iterator, (list, tuple)):  # Keras' non-tf.data path: a buffer of batches
+                outputs = None
+                for data in iterator:
+                    outputs = _reduce(strategy.run(one_step, args=(data,)), strategy)
+                return outputs
+            return multi_step(iterator)
+
+        model.train_function = function
+        return function
+
+    def activate(self, key: Hashable) -> None:
+        """Makes ``key``'s program (or a fresh one, built at the next ``fit``) the model's."""
+        self._key = key
+        self.model.train_function = self._functions.get(key)
+
+    def store(self) -> None:
+        """Keeps the model's current program under the active key."""
+        if self._key is not None and self.model.train_function is not None:
+            self._functions[self._key] = self.model.train_function
+
+    class _Use:
+        def __init__(self, cache, key):
+            self.cache, self.key = cache, key
+
+        def __enter__(self):
+            self.cache.activate(self.key)
+            return self.cache
+
+        def __exit__(self, *exc):
+            self.cache.store()
+            return False
+
+    def use(self, key: Hashable) -> "TrainFunctionCache._Use":
+        """Context manager: ``activate(key)`` on entry, ``store()`` on exit."""
+        return self._Use(self, key)
+
+
+class TestFunctionCache:
+    """The same for ``model.test_function``: one program per eval size (Keras' own step function,
+    run with one step per call, which works under every strategy)."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._functions: Dict[Hashable, Callable] = {}
+
+    def evaluate(self, key: Hashable, dataset, **kwargs):
+        model = self.model
+        saved = model.steps_per_execution
+        model.test_function = self._functions.get(key)
+        model.steps_per_execution = 1
+        try:
+            return model.evaluate(dataset, return_dict=True, **kwargs)
+        finally:
+            model.steps_per_execution = saved
+            if model.test_function is not None:
+                self._functions[key] = model.test_function
