@@ -6,16 +6,7 @@ import keras
 import effnet_tf
 from effnet_tf.blocks.layers import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
 
-# REFERENCE.md: include_top, 1000 classes, BN statistics included; identical in keras.applications
-# (whose V1 models count 7 more values in an input Normalization layer) and the official tests.
-REFERENCE_PARAMS = {
-    "efficientnet-b0": 5_330_564, "efficientnet-b1": 7_856_232, "efficientnet-b2": 9_177_562,
-    "efficientnet-b3": 12_320_528, "efficientnet-b4": 19_466_816, "efficientnet-b5": 30_562_520,
-    "efficientnet-b6": 43_265_136, "efficientnet-b7": 66_658_680,
-    "efficientnetv2-b0": 7_200_312, "efficientnetv2-b1": 8_212_124, "efficientnetv2-b2": 10_178_374,
-    "efficientnetv2-b3": 14_467_622, "efficientnetv2-s": 21_612_360, "efficientnetv2-m": 54_431_388,
-    "efficientnetv2-l": 119_027_848, "efficientnetv2-xl": 208_896_832,
-}
+from reference_values import REFERENCE_PARAMS  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(autouse=True)

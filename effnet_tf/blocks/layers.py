@@ -72,13 +72,11 @@ class _ScheduledRateMixin:
         return self._rate_variable if self._rate_variable is not None else self.rate
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class StochasticDepth(_ScheduledRateMixin, keras.layers.Layer):
-    """Drops the whole residual branch per sample with probability ``rate`` (training only).
+class _ScheduledDrop(_ScheduledRateMixin, keras.layers.Layer):
+    """Inverted dropout with a schedulable rate; subclasses choose the noise shape.
 
-    Kept samples are scaled by ``1 / (1 - rate)`` so the expectation is unchanged; at inference
-    the layer is the identity. Random numbers come from a ``SeedGenerator`` (stateless ops), so
-    the layer compiles under XLA and has no Python-side randomness.
+    Random numbers come from a ``SeedGenerator`` (stateless ops), so the layers compile under
+    XLA and have no Python-side randomness. At inference they are the identity.
     """
 
     def __init__(self, rate: float = 0.0, seed: Optional[int] = None, **kwargs):
@@ -91,12 +89,14 @@ class StochasticDepth(_ScheduledRateMixin, keras.layers.Layer):
         self._build_rate_variable()
         super().build(input_shape)
 
+    def _noise_shape(self, inputs):
+        raise NotImplementedError
+
     def call(self, inputs, training=None):
         if not training:
             return inputs
         keep = 1.0 - ops.cast(self._current_rate(), "float32")
-        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-        noise = keras.random.uniform(shape, dtype="float32", seed=self.seed_generator)
+        noise = keras.random.uniform(self._noise_shape(inputs), dtype="float32", seed=self.seed_generator)
         mask = ops.floor(keep + noise) / keep  # 1/keep with probability keep, else 0
         return inputs * ops.cast(mask, inputs.dtype)
 
@@ -110,34 +110,22 @@ class StochasticDepth(_ScheduledRateMixin, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ScheduledDropout(_ScheduledRateMixin, keras.layers.Layer):
+class StochasticDepth(_ScheduledDrop):
+    """Drops the whole residual branch per sample with probability ``rate`` (training only).
+
+    Kept samples are scaled by ``1 / (1 - rate)`` so the expectation is unchanged.
+    """
+
+    def _noise_shape(self, inputs):
+        return (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ScheduledDropout(_ScheduledDrop):
     """Element-wise dropout whose rate can change between progressive-learning stages."""
 
-    def __init__(self, rate: float = 0.0, seed: Optional[int] = None, **kwargs):
-        super().__init__(**kwargs)
-        self._init_rate(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def build(self, input_shape):
-        self._build_rate_variable()
-        super().build(input_shape)
-
-    def call(self, inputs, training=None):
-        if not training:
-            return inputs
-        keep = 1.0 - ops.cast(self._current_rate(), "float32")
-        noise = keras.random.uniform(ops.shape(inputs), dtype="float32", seed=self.seed_generator)
-        mask = ops.floor(keep + noise) / keep
-        return inputs * ops.cast(mask, inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"rate": self.rate, "seed": self.seed})
-        return config
+    def _noise_shape(self, inputs):
+        return ops.shape(inputs)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
