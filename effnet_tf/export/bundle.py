@@ -125,12 +125,7 @@ def export_all(
     Other arguments as ``export_saved_model``. Returns ``export_dir``.
     """
     formats = _check_formats(formats)
-    prepare.check_classifier(model)
-    image_size = prepare.resolve_image_size(model, image_size)
-    classes = prepare.num_classes(model)
-    class_names = prepare.check_class_names(class_names, classes)
-    top_k = prepare.check_top_k(top_k, classes)
-    serving_model = prepare.inference_model(model)
+    serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     files: Dict[str, str] = {}
     with atomic_output(export_dir, overwrite=overwrite) as temporary:
         tf.io.gfile.makedirs(temporary)

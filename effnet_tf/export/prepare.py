@@ -110,3 +110,13 @@ def inference_model(model: keras.Model) -> keras.Model:
             copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def checked_inputs(model, image_size, class_names, top_k):
+    """Validates an export request; returns (float32 inference model, image size, class names, top_k)."""
+    check_classifier(model)
+    image_size = resolve_image_size(model, image_size)
+    classes = num_classes(model)
+    class_names = check_class_names(class_names, classes)
+    top_k = check_top_k(top_k, classes)
+    return inference_model(model), image_size, class_names, top_k

@@ -63,12 +63,7 @@ def export_saved_model(
     Returns:
         ``export_dir``.
     """
-    prepare.check_classifier(model)
-    image_size = prepare.resolve_image_size(model, image_size)
-    classes = prepare.num_classes(model)
-    class_names = prepare.check_class_names(class_names, classes)
-    top_k = prepare.check_top_k(top_k, classes)
-    serving_model = prepare.inference_model(model)
+    serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     with atomic_output(export_dir, overwrite=overwrite) as temporary:
         write_saved_model(serving_model, temporary, image_size=image_size, class_names=class_names,
                           top_k=top_k, options=options)
