@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 from effnet_tf.training import config as config_lib  # noqa: E402
 from effnet_tf.training.config import MODES, PRECISIONS, STRATEGIES  # noqa: E402
@@ -105,6 +106,8 @@ def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # keep the console to the progress bar and our summary
+        absl_logging.set_verbosity(absl_logging.WARNING)
     from effnet_tf.training.callbacks import NonFiniteLossError
     from effnet_tf.training.strategy import TPUUnavailableError
 

@@ -48,7 +48,6 @@ def _join(directory: str, *parts: str) -> str:
 def _say(message: str) -> None:
     """User-facing console line (the README's main job prints these)."""
     print(message, flush=True)
-    log.info(message)
 
 
 def tensorboard_available() -> bool:
@@ -384,9 +383,9 @@ class Trainer:
         if "eval" in results:
             e = results["eval"]
             weights = "EMA weights" if e.get("ema") else "trained weights"
+            top5 = f"top-5 {e.get('top5', float('nan')):.4f}, " if c.model.num_classes > 5 else ""
             lines.append(f"Eval accuracy ({c.data.eval_split}, {c.eval.image_size} px, {weights}): "
-                         f"top-1 {e.get('top1', float('nan')):.4f}, top-5 {e.get('top5', float('nan')):.4f}, "
-                         f"loss {e.get('loss', float('nan')):.4f}")
+                         f"top-1 {e.get('top1', float('nan')):.4f}, {top5}loss {e.get('loss', float('nan')):.4f}")
         lines.append(f"Checkpoint:  {results['checkpoint']}")
         lines.append(f"TensorBoard: tensorboard --logdir {results['tensorboard']}")
         if results.get("saved_model"):
