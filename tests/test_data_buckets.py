@@ -13,7 +13,8 @@ def test_make_buckets():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(min_size=0), "min_size"), (dict(step=-32), "step"),
-    (dict(min_size=300, max_size=200), "max_size"), (dict(min_size=129, max_size=150), "no multiple"),
+    (dict(min_size=300, max_size=200), "max_size"),
+    (dict(min_size=129, max_size=150), "no multiple"),
     (dict(min_size=128.0), "min_size"),
 ])
 def test_make_buckets_errors(kwargs, match):

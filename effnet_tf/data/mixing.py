@@ -6,9 +6,10 @@ With both alphas set, the first half of the batch gets MixUp and the second half
 (again the official scheme). Labels are mixed with the same weights (for CutMix: the pasted
 area actually kept after clipping the box to the image), so every soft label sums to 1.
 
-A few lines of our own rather than ``keras_cv.layers.MixUp/CutMix``: they are faster in
-``benchmarks/input_pipeline.py``, stateless-seeded (reproducible inside ``tf.data``) and keep
-the official half/half scheme.
+A few lines of our own rather than ``keras_cv.layers.MixUp/CutMix``: in
+``benchmarks/input_pipeline.py`` our MixUp runs as fast as keras-cv's and our CutMix ~3.7x
+faster, and ours are stateless-seeded (reproducible inside ``tf.data``) and keep the official
+half/half scheme.
 """
 from __future__ import annotations
 

@@ -99,8 +99,10 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
         image_size = snap_to_bucket(image_size, buckets)
     global_batch_size = _positive_int("global_batch_size", global_batch_size)
     magnitude = _non_negative("randaug_magnitude", randaug_magnitude)
-    if isinstance(randaug_layers, bool) or not isinstance(randaug_layers, int) or randaug_layers < 0:
-        raise ValueError(f"build_dataset: randaug_layers must be an int >= 0, got {randaug_layers!r}")
+    if (isinstance(randaug_layers, bool) or not isinstance(randaug_layers, int)
+            or randaug_layers < 0):
+        raise ValueError(
+            f"build_dataset: randaug_layers must be an int >= 0, got {randaug_layers!r}")
     mixup_alpha = _non_negative("mixup_alpha", mixup_alpha)
     cutmix_alpha = _non_negative("cutmix_alpha", cutmix_alpha)
     if isinstance(mixup_alpha, (tf.Variable, tf.Tensor)) or isinstance(

@@ -2,9 +2,10 @@
 
 The op list, argument scale (``_MAX_LEVEL = 10``; magnitudes above 10 extrapolate) and fill
 value 128 follow the official EfficientNet implementation (``autoaugment.py``): each of
-``num_layers`` layers picks one op uniformly at random and always applies it. Geometric ops
-sample nearest neighbours exactly like ``tf.raw_ops.ImageProjectiveTransformV3`` (checked in
-the tests) but with one whole-pixel gather, several times faster on a CPU.
+``num_layers`` layers picks one op uniformly at random and always applies it. Rotate and
+Shear sample nearest neighbours exactly like ``tf.raw_ops.ImageProjectiveTransformV3`` (a test
+checks pixel equality) but with one whole-pixel gather, several times faster on a CPU;
+Translate moves whole pixels with a pad and a slice, Cutout writes a slice.
 
 Every op takes ``(image uint8 [H, W, 3], magnitude float32 scalar tensor, rand float32 [3])``
 where ``rand`` holds uniform [0, 1) numbers (random sign, cutout centre). The magnitude is a
@@ -287,10 +288,10 @@ def cutout(image, magnitude, rand):
     top, left = tf.maximum(centre[0] - pad, 0), tf.maximum(centre[1] - pad, 0)
     bottom = tf.minimum(centre[0] + pad, height)
     right = tf.minimum(centre[1] + pad, width)
-    box = tf.ones(tf.stack([bottom - top, right - left, 3]), tf.uint8)
-    mask = tf.pad(box, [[top, height - bottom], [left, width - right], [0, 0]])
-    # uint8 arithmetic wraps modulo 256 consistently: x - 1 * (x - 128) == 128 exactly.
-    return image - mask * (image - FILL_VALUE)
+    box = tf.fill(tf.stack([bottom - top, right - left, 3]), tf.constant(FILL_VALUE, image.dtype))
+    return tf.raw_ops.TensorStridedSliceUpdate(
+        input=image, begin=tf.stack([top, left, 0]), end=tf.stack([bottom, right, 3]),
+        strides=tf.constant([1, 1, 1]), value=box)
 
 
 NAME_TO_OP: Dict[str, Callable] = {

@@ -100,7 +100,8 @@ class TFRecordSource(Source):
             def tag(index, serialized):
                 origin = tf.strings.join([path, " (record ", tf.strings.as_string(index), ")"])
                 return {"serialized": serialized, "origin": origin}
-            return tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES).enumerate().map(tag)
+            records = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES)
+            return records.enumerate().map(tag)
 
         ds = file_ds.interleave(read, cycle_length=min(self.cycle_length, len(files)),
                                 block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
