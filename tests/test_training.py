@@ -290,3 +290,46 @@ def test_strategy_auto_detection(monkeypatch):
     assert isinstance(create_strategy("default"), tf.distribute.Strategy)
     # Without GPUs, mirrored spans the logical CPUs (two under tests/conftest.py).
     assert create_strategy("mirrored").num_replicas_in_sync == len(tf.config.list_logical_devices("CPU"))
+
+
+def test_ema_follows_the_warmup_recurrence_under_a_strategy():
+    """avg_0 = w_0, then avg_i = d_i avg_{i-1} + (1 - d_i) w_i with d_i = min(decay, (1+i)/(10+i))."""
+    from effnet_tf.training.optimizer import EMASGD
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        variable = keras.Variable(np.array([1.0, 2.0], "float32"))
+        optimizer = EMASGD(learning_rate=0.1, momentum=0.0, use_ema=True, ema_momentum=0.9, ema_warmup=True)
+        optimizer.build([variable])
+
+    @tf.function
+    def step(gradient):
+        strategy.run(lambda: optimizer.apply_gradients([(tf.identity(gradient), variable)]))
+
+    weights, averages = [], []
+    for gradient in ([1.0, 1.0], [0.5, -1.0], [2.0, 0.0], [1.0, 1.0]):
+        step(np.array(gradient, "float32"))
+        weights.append(variable.numpy().copy())
+        averages.append(optimizer._model_variables_moving_average[0].numpy().copy())
+    expected = [weights[0]]
+    for i in range(1, 4):
+        decay = min(0.9, (1 + i) / (10 + i))
+        expected.append(decay * expected[-1] + (1 - decay) * weights[i])
+    np.testing.assert_allclose(averages, expected, rtol=1e-6)
+    # Gradients are summed over replicas (SGD, lr 0.1): the weights moved by 0.1 x replicas x sum(g).
+    np.testing.assert_allclose(weights[-1], [1.0, 2.0] - 0.1 * len(devices) * np.array([4.5, 1.0]), rtol=1e-5)
+
+
+def test_mixed_float16_loss_scaling_traces_once_per_size(tmp_path):
+    # A LossScaleOptimizer that built its variables inside the first step would make tf.function
+    # trace the step twice; the trainer builds every optimizer variable up front.
+    config = tiny_config(tmp_path, "runtime.precision=mixed_float16,train.epochs=2,train.image_size=32,"
+                                   "eval.image_size=32,model.blocks=[r1_k3_s1_e1_i16_o8_c1,r1_k3_s2_e2_i8_o16_c1]")
+    try:
+        trainer = Trainer(config)
+        assert isinstance(trainer.model.optimizer, keras.optimizers.LossScaleOptimizer)
+        results = trainer.train(evaluate=False)
+        assert results["global_step"] == 8 and trainer.train_cache.trace_count == 1
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -115,6 +115,10 @@ class Trainer:
         else:
             self.buckets = tuple(data.make_buckets(c.progressive.min_image_size, c.train.image_size,
                                                    c.progressive.bucket_step))
+        if c.train.image_size not in self.buckets:
+            _say(f"Note: train.image_size={c.train.image_size} is not one of the size buckets {list(self.buckets)} "
+                 f"(progressive.bucket_step={c.progressive.bucket_step}); the last stage trains at "
+                 f"{schedule_lib.snap_to_bucket(c.train.image_size, self.buckets)} px.")
         self.schedule_spec = schedule_lib.spec_from_config(c, self.buckets)
         self.stages = schedule_lib.build_schedule(self.schedule_spec, c.runtime.seed)
 
@@ -134,9 +138,11 @@ class Trainer:
                 steps_per_execution=c.runtime.steps_per_loop,
                 jit_compile=bool(c.runtime.jit_compile) and not self.on_tpu,
             )
-            # Optimizer slots (and EMA) exist before a restore, so they are restored eagerly.
+            # Build every optimizer variable now (slots, EMA, a LossScaleOptimizer's scale): they are
+            # then restored eagerly, and the train step never creates variables (which would make
+            # tf.function trace it twice).
+            self.model.optimizer.build(self.model.trainable_variables)
             self.optimizer = base_optimizer(self.model.optimizer)
-            self.optimizer.build(self.model.trainable_variables)
             self.progress = Progress(self.steps_per_epoch)
         self.train_cache = TrainFunctionCache(self.model, jit_compile=bool(c.runtime.jit_compile) and not self.on_tpu)
         self.test_cache = TestFunctionCache(self.model)
@@ -336,12 +342,13 @@ class Trainer:
                     self.progress_callback.begin_segment(in_epoch)
                     self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
                                    steps_per_epoch=self.steps_per_epoch - in_epoch, callbacks=callbacks,
-                                   verbose=verbose)
+                                   verbose=verbose, shuffle=False)
                     epoch, in_epoch = epoch + 1, 0
                 if epoch < stage.end_epoch:
                     self.progress_callback.begin_segment(0)
                     self.model.fit(dataset, initial_epoch=epoch, epochs=stage.end_epoch,
-                                   steps_per_epoch=self.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+                                   steps_per_epoch=self.steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                                   shuffle=False)
                     epoch = stage.end_epoch
         return self._finish(evaluate)
 
