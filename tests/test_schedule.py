@@ -2,7 +2,6 @@
 learning-rate schedules, against hand-computed values."""
 import math
 
-import numpy as np
 import pytest
 
 from effnet_tf.training import config as config_lib

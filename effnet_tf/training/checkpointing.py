@@ -33,11 +33,6 @@ class Progress(tf.Module):
     def global_step(self) -> int:
         return int(self.step.numpy())
 
-    def position(self, steps_per_epoch: Optional[int] = None):
-        """``(epoch, step_in_epoch)`` of the current step."""
-        spe = int(steps_per_epoch or self.steps_per_epoch.numpy())
-        return divmod(self.global_step, spe)
-
 
 def checkpoint_dir(model_dir: str) -> str:
     return os.path.join(model_dir, CHECKPOINT_SUBDIR) if "://" not in model_dir else f"{model_dir.rstrip('/')}/{CHECKPOINT_SUBDIR}"
@@ -77,8 +72,3 @@ class CheckpointState:
             return self.latest
         return self.manager.save(checkpoint_number=step, options=self.options)
 
-
-def restore_weights_only(model, path: str) -> None:
-    """Loads only the model's weights from one of our checkpoints (e.g. for ``--mode=eval`` of a
-    checkpoint from another run)."""
-    tf.train.Checkpoint(model=model).restore(path).expect_partial()

@@ -18,8 +18,7 @@ built-in EMA (``use_ema=True``). Changed, and why:
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 import keras
 import tensorflow as tf

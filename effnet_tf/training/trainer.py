@@ -8,7 +8,6 @@ its image size with that size's one compiled program (``TrainFunctionCache``).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import os
