@@ -18,6 +18,7 @@ setup(
         "tensorflow-datasets>=4.9",
         "keras-cv>=0.9",
         "absl-py>=1.0",
+        "tensorboard>=2.16",  # tf.summary / TensorBoard logs: TF 2.21 no longer installs it
         "pyyaml>=6.0",
     ],
     extras_require={

@@ -51,6 +51,8 @@ def define_flags() -> None:
     flags.DEFINE_string("tpu", None, "TPU name, 'local' or grpc://host:port (runtime.tpu).")
     flags.DEFINE_enum("strategy", None, list(STRATEGIES), "tf.distribute strategy; auto-detected when omitted.")
     flags.DEFINE_enum("precision", None, list(PRECISIONS), "Dtype policy; bfloat16 on TPU by default.")
+    flags.DEFINE_string("export_dir", None, "Where --mode=export (and the end of training) writes (export.dir).")
+    flags.DEFINE_boolean("overwrite", None, "--mode=export: replace an existing export_dir (export.overwrite).")
     flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (Keras steps_per_execution).")
 
 
@@ -75,7 +77,8 @@ def flag_overrides(flag_values=FLAGS) -> List[tuple]:
             pairs.append(("model.name", None))
     for flag, key in (("width", "model.width"), ("depth", "model.depth"), ("model_dir", "runtime.model_dir"),
                       ("data_dir", "data.data_dir"), ("tpu", "runtime.tpu"), ("strategy", "runtime.strategy"),
-                      ("precision", "runtime.precision"), ("steps_per_loop", "runtime.steps_per_loop")):
+                      ("precision", "runtime.precision"), ("steps_per_loop", "runtime.steps_per_loop"),
+                      ("export_dir", "export.dir"), ("overwrite", "export.overwrite")):
         value = getattr(fv, flag)
         if value is not None:
             pairs.append((key, value))

@@ -127,8 +127,8 @@ def test_progressive_table_matches_hand_computed_v2s_values():
     region = config_docs.extract_region(_read("progressive_learning.md"), "schedule")
     rows = [r for r in _table_rows(region) if r[0].isdigit()]
     assert [r[1] for r in rows] == ["1–87 (87)", "88–175 (88)", "176–262 (87)", "263–350 (88)"]
-    # paper: 128 + 172 i/3 = 128, 185.3, 242.7, 300 -> 32-px buckets (max 288) and 4-px buckets
-    assert [int(r[2]) for r in rows] == [128, 192, 256, 288]
+    # paper: 128 + 172 i/3 = 128, 185.3, 242.7, 300 -> 32-px buckets (+ the final 300) and 4-px buckets
+    assert [int(r[2]) for r in rows] == [128, 192, 256, 300]
     assert [int(r[3]) for r in rows] == [128, 184, 244, 300]
     # official: 128 + 172 (i+1)/4 = 171, 214, 257, 300 -> 4-px buckets (214 ties up to 216)
     assert [int(r[4]) for r in rows] == [172, 216, 256, 300]

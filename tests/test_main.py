@@ -193,7 +193,7 @@ def test_driver_under_mirrored_strategy_on_two_cpus(tmp_path):
     assert all("val_top1" in r for r in epochs)  # evaluated after each stage
     end = records[-1]
     assert end["event"] == "run_end" and end["global_step"] == 8 and 0.0 <= end["eval_top1"] <= 1.0
-    assert os.path.exists(os.path.join(end["saved_model"], "saved_model.pb"))
+    assert os.path.exists(os.path.join(end["saved_model"], "saved_model", "saved_model.pb"))
     from effnet_tf.training.trainer import tensorboard_available
 
     if not tensorboard_available():

@@ -254,10 +254,17 @@ def test_eval_and_export_modes(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     with ema_weights(trainer.model):
         expected = trainer.model(images, training=False).numpy()
-    loaded = tf.saved_model.load(trained["saved_model"])  # keep a reference: it owns the variables
-    served = loaded.serve(tf.constant(images))
-    np.testing.assert_allclose(served["logits"].numpy(), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(served["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+    # keep a reference to the loaded object: it owns the variables
+    loaded = tf.saved_model.load(os.path.join(trained["saved_model"], "saved_model"))
+    served = loaded.signatures["predict_pixels"](pixels=tf.constant(images))
+    np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(expected).numpy(), rtol=1e-4, atol=1e-5)
+    assert os.path.exists(os.path.join(trained["saved_model"], "model.keras"))
+    # --mode=export refuses to replace the end-of-training export unless export.overwrite.
+    config.runtime.mode = "export"
+    with pytest.raises(FileExistsError):
+        Trainer(config).run()
+    config.export.overwrite = True
+    assert Trainer(config).run() == {"saved_model": trained["saved_model"]}
     empty = tiny_config(tmp_path / "empty")
     empty.runtime.mode = "eval"
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -333,3 +340,21 @@ def test_mixed_float16_loss_scaling_traces_once_per_size(tmp_path):
         assert results["global_step"] == 8 and trainer.train_cache.trace_count == 1
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_data_dir_replaces_the_directory_of_folder_and_tfrecord_sources(tmp_path):
+    from PIL import Image
+
+    from effnet_tf.training.trainer import open_source
+
+    for label in ("cat", "dog"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "images" / label / "a.png")
+    data_config = config_lib.ExperimentConfig().data
+    data_config.name = "folder:/placeholder/in/the/yaml"
+    data_config.data_dir = str(tmp_path / "images")
+    assert open_source(data_config).class_names == ["cat", "dog"]
+    data_config.name = "tfrecord:gs://YOUR_BUCKET/imagenet"
+    data_config.data_dir = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        open_source(data_config)

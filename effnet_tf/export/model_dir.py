@@ -93,10 +93,9 @@ def _build_optimizer(config, model: keras.Model):
 def class_names_of(config) -> Optional[List[str]]:
     """The data source's class names (None when it has none or cannot be reached)."""
     try:
-        from effnet_tf import data
-        from effnet_tf.training.trainer import source_kwargs
+        from effnet_tf.training.trainer import open_source
 
-        names = data.get_source(config.data.name, **source_kwargs(config.data)).class_names
+        names = open_source(config.data).class_names
     except Exception as error:  # the data may live where this machine cannot read it
         log.warning("Class names unavailable from %s (%s); labels will be class indices.", config.data.name, error)
         return None

@@ -60,7 +60,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = _f("synthetic", "Data source: 'synthetic', 'tfds:<name>', 'tfrecord:<dir>' or 'folder:<dir>'.")
-    data_dir: Optional[str] = _f(None, "Data directory (TFDS data_dir; local or gs://).")
+    data_dir: Optional[str] = _f(None, "Data directory, local or gs://: TFDS' data_dir for tfds: "
+                                     "sources; replaces the directory of tfrecord:/folder: sources.")
     train_split: str = _f("train", "Split used for training.")
     eval_split: str = _f("validation", "Split used for evaluation.")
     num_classes: Optional[int] = _f(None, "Classes of the synthetic source (or of tfrecord shards).")
@@ -119,7 +120,7 @@ class ProgressiveConfig:
                      "S0+(Se-S0)*(i+1)/N.", SIZINGS)
     min_image_size: Optional[int] = _f(None, "First stage's image size; null = the variant's (128).")
     bucket_step: int = _f(32, "Image sizes snap to buckets min_image_size..image_size every bucket_step px; "
-                          "each bucket compiles one train program.")
+                          "each size that a stage uses compiles one train program.")
     random_interval_epochs: int = _f(8, "random: epochs between size samples.")
     min_randaug_magnitude: Optional[float] = _f(None, "First stage's RandAugment magnitude; null = the variant's (5).")
     min_mixup_alpha: float = _f(0.0, "First stage's mixup alpha.")
@@ -144,9 +145,14 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    enabled: bool = _f(True, "Write a SavedModel at the end of training.")
-    dir: Optional[str] = _f(None, "SavedModel directory; null = <model_dir>/export/saved_model.")
+    enabled: bool = _f(True, "Export at the end of training (effnet_tf.export.export_all).")
+    dir: Optional[str] = _f(None, "Export directory (saved_model/, model.keras, *.tflite, metadata.json); "
+                                  "null = <model_dir>/export.")
+    formats: List[str] = _f(help="What to write: any of saved_model, keras, tflite.",
+                            factory=lambda: ["saved_model", "keras", "tflite"])
     use_ema: bool = _f(True, "Export the EMA weights (when train.ema_decay is set).")
+    overwrite: bool = _f(False, "--mode=export: replace an existing export.dir (the end-of-training export "
+                                "always replaces its own).")
 
 
 @dataclass
@@ -292,6 +298,9 @@ def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> Ex
 
     m, t, p, e, r, d = config.model, config.train, config.progressive, config.eval, config.runtime, config.data
     need(m.name is not None or m.blocks, "model.name or model.blocks must be set.")
+    export_formats = ("saved_model", "keras", "tflite")
+    need(bool(config.export.formats) and set(config.export.formats) <= set(export_formats),
+         f"export.formats={config.export.formats!r} must be a non-empty list of {list(export_formats)}.")
     if m.blocks is not None:
         need(len(m.blocks) > 0, "model.blocks must not be empty.")
     for key in ("model.width", "model.depth"):
@@ -441,5 +450,5 @@ def resolve(
     if r.jit_compile == "auto":
         r.jit_compile = bool(on_tpu)
     if c.export.dir is None and r.model_dir:
-        c.export.dir = r.model_dir.rstrip("/") + "/export/saved_model"
+        c.export.dir = r.model_dir.rstrip("/") + "/export"
     return c

@@ -195,19 +195,9 @@ def resolve_for_docs(config: config_lib.ExperimentConfig) -> config_lib.Experime
     return config_lib.resolve(config, on_tpu=on_tpu, num_classes=classes, train_examples=1_281_167)
 
 
-def training_buckets(config: config_lib.ExperimentConfig) -> tuple:
-    """The image-size buckets of a resolved config, as the trainer makes them."""
-    if config.progressive.mode == "none":
-        return (config.train.image_size,)
-    from effnet_tf.data.buckets import make_buckets
-
-    p = config.progressive
-    return tuple(make_buckets(p.min_image_size, config.train.image_size, p.bucket_step))
-
-
 def stages_of(config: config_lib.ExperimentConfig) -> List[schedule_lib.Stage]:
     """The progressive stages of a resolved config (the trainer's schedule)."""
-    spec = schedule_lib.spec_from_config(config, training_buckets(config))
+    spec = schedule_lib.spec_from_config(config, schedule_lib.training_buckets(config))
     return schedule_lib.build_schedule(spec, config.runtime.seed)
 
 
@@ -329,7 +319,7 @@ def random_mode_summary() -> str:
     for step in (32, 4):
         config = v2s_staged_config(**{"progressive.mode": "random", "progressive.bucket_step": step})
         stages = stages_of(config)
-        buckets = training_buckets(config)
+        buckets = schedule_lib.training_buckets(config)
         first = ", ".join(str(s.image_size) for s in stages[:6])
         lines.append(
             f"- `progressive.bucket_step={step}`: {len(buckets)} buckets ({buckets[0]}..{buckets[-1]}), "

@@ -22,6 +22,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from effnet_tf.data.buckets import make_buckets, snap_to_bucket
+
 MODES = ("none", "staged", "random")
 
 
@@ -90,10 +92,17 @@ class Stage:
         return values
 
 
-def snap_to_bucket(size: float, buckets: Sequence[int]) -> int:
-    """Nearest bucket to ``size``; ties go to the larger bucket (as ``effnet_tf.data.snap_to_bucket``)."""
-    buckets = sorted(int(b) for b in buckets)
-    return min(buckets, key=lambda b: (abs(b - size), -b))
+def training_buckets(config) -> Tuple[int, ...]:
+    """The image-size buckets a resolved config trains over.
+
+    Multiples of ``progressive.bucket_step`` from the first stage's size up to ``train.image_size``,
+    plus ``train.image_size`` itself, so the final stage trains at the size the recipe names
+    (V2-S: 300 px, which is no multiple of 32). ``mode: none`` trains at that one size.
+    """
+    t, p = config.train, config.progressive
+    if p.mode == "none":
+        return (int(t.image_size),)
+    return tuple(sorted(set(make_buckets(p.min_image_size, t.image_size, p.bucket_step)) | {int(t.image_size)}))
 
 
 def _interpolate(low: Regularization, high: Regularization, fraction: float) -> Regularization:

@@ -29,7 +29,6 @@ from effnet_tf.training.optimizer import (
     build_optimizer,
     ema_weights,
 )
-from effnet_tf.training.saved_model import export_saved_model
 from effnet_tf.training.strategy import create_strategy, is_tpu_strategy, set_precision
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,20 @@ def source_kwargs(data_config) -> Dict[str, Any]:
     return {k: v for k, v in per_kind.items() if v is not None}
 
 
+def open_source(data_config):
+    """The data source of a config: ``data.name`` with ``data.data_dir`` applied.
+
+    For ``tfds:`` sources ``data_dir`` is TFDS' data_dir; for ``tfrecord:`` and ``folder:``
+    sources it replaces the directory in the name (``--data_dir=gs://bucket/imagenet``).
+    """
+    d = data_config
+    name = d.name
+    kind = name.split(":", 1)[0].strip().lower()
+    if kind in ("tfrecord", "folder") and d.data_dir:
+        name = f"{kind}:{d.data_dir}"
+    return _data_module().get_source(name, **source_kwargs(d))
+
+
 def _call_with_known_kwargs(function, *args, **kwargs):
     """Calls ``function`` with the keyword arguments it accepts (None values dropped)."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -98,7 +111,7 @@ class Trainer:
         self.num_replicas = self.strategy.num_replicas_in_sync
         data = _data_module()
         d = config.data
-        self.source = data.get_source(d.name, **source_kwargs(d))
+        self.source = open_source(d)
         self.config = config_lib.resolve(
             config, on_tpu=self.on_tpu, num_classes=getattr(self.source, "num_classes", None),
             train_examples=self.source.num_examples(d.train_split),
@@ -109,15 +122,7 @@ class Trainer:
         self.steps_per_epoch = c.train.steps_per_epoch
         self.total_steps = c.train.epochs * self.steps_per_epoch
 
-        if c.progressive.mode == "none":
-            self.buckets = (c.train.image_size,)
-        else:
-            self.buckets = tuple(data.make_buckets(c.progressive.min_image_size, c.train.image_size,
-                                                   c.progressive.bucket_step))
-        if c.train.image_size not in self.buckets:
-            _say(f"Note: train.image_size={c.train.image_size} is not one of the size buckets {list(self.buckets)} "
-                 f"(progressive.bucket_step={c.progressive.bucket_step}); the last stage trains at "
-                 f"{schedule_lib.snap_to_bucket(c.train.image_size, self.buckets)} px.")
+        self.buckets = schedule_lib.training_buckets(c)
         self.schedule_spec = schedule_lib.spec_from_config(c, self.buckets)
         self.stages = schedule_lib.build_schedule(self.schedule_spec, c.runtime.seed)
 
@@ -229,13 +234,25 @@ class Trainer:
         results["ema"] = float(used_ema)
         return results
 
-    def export(self) -> Optional[str]:
-        """Writes the SavedModel (EMA weights) to ``export.dir``."""
+    def export(self, overwrite: bool = True) -> Optional[str]:
+        """Writes ``export.formats`` with the EMA weights to ``export.dir`` (atomically).
+
+        The end-of-training export replaces an earlier one; ``--mode=export`` passes
+        ``export.overwrite``.
+        """
         c = self.config
         if not c.export.dir:
             return None
+        from effnet_tf.export import export_all
+
         options = tf.saved_model.SaveOptions(experimental_io_device="/job:localhost") if self.on_tpu else None
-        return export_saved_model(self.model, c.export.dir, use_ema=c.export.use_ema, options=options)
+        with ema_weights(self.model, enabled=c.export.use_ema):
+            return export_all(
+                self.model, c.export.dir, formats=tuple(c.export.formats), image_size=c.eval.image_size,
+                class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
+                metadata={"checkpoint": self.state.latest if self.state else None,
+                          "model": c.model.name, "ema": bool(c.export.use_ema)},
+            )
 
     # -----------------------------------------------------------------------------------------
     # Training
@@ -367,7 +384,7 @@ class Trainer:
             results["eval"] = previous if (last_epoch_evaluated and not already_complete) else self.evaluate()
         export_dir = c.export.dir
         if c.export.enabled and export_dir:
-            if already_complete and tf.io.gfile.exists(_join(export_dir, "saved_model.pb")):
+            if already_complete and tf.io.gfile.exists(_join(export_dir, "saved_model", "saved_model.pb")):
                 results["saved_model"] = export_dir
             else:
                 results["saved_model"] = self.export()
@@ -395,7 +412,7 @@ class Trainer:
         lines.append(f"Checkpoint:  {results['checkpoint']}")
         lines.append(f"TensorBoard: tensorboard --logdir {results['tensorboard']}")
         if results.get("saved_model"):
-            lines.append(f"SavedModel:  {results['saved_model']}")
+            lines.append(f"SavedModel:  {_join(results['saved_model'], 'saved_model')}  (and .keras/TFLite beside it)")
         _say("\n".join(lines))
 
     # -----------------------------------------------------------------------------------------
@@ -425,8 +442,8 @@ class Trainer:
         if not path:
             raise FileNotFoundError(f"--mode=export: no checkpoint in {checkpoint_dir(self.model_dir or '.')}.")
         self.state.restore(path)
-        out = self.export()
-        _say(f"SavedModel of {path}: {out}")
+        out = self.export(overwrite=self.config.export.overwrite)
+        _say(f"Exported {path} ({', '.join(self.config.export.formats)}): {out}")
         return out
 
     def run(self) -> Dict[str, Any]:
