@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
@@ -86,8 +87,17 @@ def flag_overrides(flag_values=FLAGS) -> List[tuple]:
 
 
 def build_config(flag_values=FLAGS) -> config_lib.ExperimentConfig:
-    """Defaults -> YAML files -> --params_override -> explicit flags."""
-    config = config_lib.load_yaml_files(_config_files(flag_values.config))
+    """Defaults -> YAML files -> --params_override -> explicit flags.
+
+    Without ``--config``, an existing ``<model_dir>/config.yaml`` (the resolved config a run wrote)
+    is the YAML file: ``effnet-train --mode=export --model_dir=DIR`` needs nothing else.
+    """
+    files = _config_files(flag_values.config)
+    if not files and flag_values.model_dir:
+        written = flag_values.model_dir.rstrip("/") + "/config.yaml"
+        if tf.io.gfile.exists(written):
+            files = [written]
+    config = config_lib.load_yaml_files(files)
     apply_override_string(config, flag_values.params_override)
     apply_overrides(config, flag_overrides(flag_values), source="command-line flags")
     return config_lib.validate(config)

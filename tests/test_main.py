@@ -69,6 +69,18 @@ def test_flags_override_params_override_override_yaml(tmp_path, flag_values):
     assert config.train.epochs == 6 and config.model.name == "efficientnetv2-s"
 
 
+def test_model_dir_config_is_used_when_no_config_is_given(tmp_path, flag_values):
+    from effnet_tf import main
+
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "config.yaml").write_text("model:\n  name: efficientnetv2-b1\ntrain:\n  epochs: 9\n")
+    flag_values(["effnet-train", "--mode=export", f"--model_dir={model_dir}", "--export_dir=/tmp/x", "--overwrite"])
+    config = main.build_config(flag_values)
+    assert config.model.name == "efficientnetv2-b1" and config.train.epochs == 9
+    assert (config.export.dir, config.export.overwrite, config.runtime.mode) == ("/tmp/x", True, "export")
+
+
 def test_cli_reports_unknown_key_in_one_line():
     process = _driver("--params_override=train.epoch=3", "--model_dir=/tmp/unused")
     output, _ = process.communicate(timeout=120)
