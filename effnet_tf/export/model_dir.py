@@ -67,14 +67,10 @@ def build_model_from_config(config) -> keras.Model:
     inside), in float32 and with plain BatchNorm whatever the training precision was."""
     import effnet_tf
     from effnet_tf.export.prepare import _float32_policy
+    from effnet_tf.training.config import model_build_kwargs
 
-    m = config.model
     with _float32_policy():
-        return effnet_tf.build_model(
-            m.name, num_classes=m.num_classes, blocks=m.blocks, width=m.width, depth=m.depth,
-            dropout_rate=m.dropout_rate, drop_connect_rate=m.drop_connect_rate,
-            classifier_activation=None, include_preprocessing=True,
-        )
+        return effnet_tf.build_model(**model_build_kwargs(config.model))
 
 
 def _build_optimizer(config, model: keras.Model):

@@ -452,3 +452,15 @@ def resolve(
     if c.export.dir is None and r.model_dir:
         c.export.dir = r.model_dir.rstrip("/") + "/export"
     return c
+
+
+def model_build_kwargs(model_config: "ModelConfig") -> Dict[str, Any]:
+    """``effnet_tf.build_model`` arguments of a resolved model config: a logits head (the loss
+    applies softmax) and input normalization inside the model. One place for the trainer and
+    for rebuilding a model from a model_dir."""
+    m = model_config
+    return dict(
+        name=m.name, num_classes=m.num_classes, blocks=m.blocks, width=m.width, depth=m.depth,
+        dropout_rate=m.dropout_rate, drop_connect_rate=m.drop_connect_rate,
+        classifier_activation=None, include_preprocessing=True,
+    )

@@ -165,11 +165,7 @@ class Trainer:
 
         m = self.config.model
         model = effnet_tf.build_model(
-            m.name, num_classes=m.num_classes, blocks=m.blocks, width=m.width, depth=m.depth,
-            dropout_rate=m.dropout_rate, drop_connect_rate=m.drop_connect_rate,
-            classifier_activation=None, include_preprocessing=True,
-            batchnorm_synchronized=m.sync_batch_norm or None,
-        )
+            **config_lib.model_build_kwargs(m), batchnorm_synchronized=m.sync_batch_norm or None)
         if m.weights:
             self._load_initial_weights(model, m.weights)
         return model
