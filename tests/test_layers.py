@@ -146,6 +146,68 @@ def test_fused_batch_norm_trains_like_keras_and_updates_unbiased_moving_variance
     np.testing.assert_allclose(ours.moving_mean.numpy(), 0.1 * batch_mean, rtol=1e-5)
     # The fused kernel feeds the unbiased variance to the moving average (as Keras 2 / official code).
     np.testing.assert_allclose(ours.moving_variance.numpy(), 0.9 + 0.1 * batch_var * n / (n - 1), rtol=1e-5)
-    # Inference is Keras' own code path.
+    # Inference (the fused kernel with moving statistics) matches Keras' formula.
     ours.moving_variance.assign(reference.moving_variance)
     np.testing.assert_allclose(ours(x, training=False), reference(x, training=False), atol=1e-5)
+
+
+def _bn_pair(channels=8, seed=1):
+    from effnet_tf.blocks.batch_norm import FusedBatchNormalization
+
+    rng = np.random.default_rng(seed)
+    ours, reference = FusedBatchNormalization(), keras.layers.BatchNormalization()
+    for layer in (ours, reference):
+        layer.build((None, 5, 5, channels))
+    values = [rng.uniform(0.5, 1.5, channels), rng.normal(0, 1, channels),
+              rng.normal(0, 2, channels), rng.uniform(0.2, 4.0, channels)]
+    for layer in (ours, reference):
+        layer.set_weights(values)
+    return ours, reference, values
+
+
+def test_fused_batch_norm_inference_uses_moving_statistics_by_hand():
+    ours, _, (gamma, beta, mean, var) = _bn_pair()
+    x = np.random.default_rng(2).normal(1.0, 2.0, (3, 5, 5, 8)).astype("float32")
+    expected = (x - mean) / np.sqrt(var + 1e-3) * gamma + beta
+    np.testing.assert_allclose(ours(x, training=False), expected, atol=1e-5)
+    np.testing.assert_allclose(ours(x), expected, atol=1e-5)  # training=None is inference
+
+
+def test_frozen_fused_batch_norm_keeps_statistics_when_training():
+    # Keras' rule: trainable=False normalizes with the moving statistics and never updates them,
+    # even inside a training step (the usual way to fine-tune with frozen BN).
+    ours, reference, values = _bn_pair()
+    ours.trainable = reference.trainable = False
+    x = tf.constant(np.random.default_rng(3).normal(1.0, 2.0, (3, 5, 5, 8)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_ref = ours(x, training=True), reference(x, training=True)
+        loss_ours, loss_ref = tf.reduce_sum(y_ours * y_ours), tf.reduce_sum(y_ref * y_ref)
+    np.testing.assert_allclose(y_ours, y_ref, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_ours, x), tape.gradient(loss_ref, x), rtol=1e-4, atol=1e-4)
+    for got, want in zip(ours.get_weights(), values):
+        np.testing.assert_array_equal(got, want.astype("float32"))
+
+
+def test_fused_batch_norm_gradients_match_keras_in_training():
+    ours, reference, _ = _bn_pair()
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (3, 5, 5, 8)).astype("float32"))
+    grads = []
+    for layer in (ours, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
+        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_batch_norm_bfloat16_inference_matches_keras():
+    ours, reference, _ = _bn_pair()
+    ours_bf16 = type(ours)(dtype="mixed_bfloat16")
+    ours_bf16.build((None, 5, 5, 8))
+    ours_bf16.set_weights(ours.get_weights())
+    x = np.random.default_rng(5).normal(1.0, 2.0, (3, 5, 5, 8)).astype("float32")
+    y = ours_bf16(x, training=False)
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float32), reference(x, training=False), atol=0.05, rtol=0.02)

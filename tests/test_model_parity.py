@@ -4,6 +4,7 @@ import pytest
 import keras
 
 import effnet_tf
+from effnet_tf.blocks.batch_norm import fused_batch_norm
 from effnet_tf.blocks.layers import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
 
 from reference_values import REFERENCE_PARAMS  # noqa: E402  (tests/ is on sys.path)
@@ -74,7 +75,10 @@ def test_weight_import_gives_same_logits_at_two_sizes(name):
         sized = reference if size == 64 else _keras_reference(spec, size, weights_from=reference)
         x = np.random.default_rng(size).uniform(0, 255, (2, size, size, 3)).astype("float32")
         expected = sized(x, training=False).numpy()
-        got = ours(x, training=False).numpy()
+        # Keras' BN ops, so the copy is checked bitwise-tight: this random V2-S amplifies rounding
+        # differences to O(1) (activations reach 1e5). The fused kernel is compared below.
+        with fused_batch_norm(False):
+            got = ours(x, training=False).numpy()
         assert np.abs(expected).max() > 0.05  # logits 250x the tolerance, not ~1e-3 probabilities
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
@@ -88,7 +92,8 @@ def test_weight_import_from_weights_file_and_fine_tune_head(tmp_path):
     ours = effnet_tf.build_model("efficientnetv2-b0", classifier_activation=None)
     effnet_tf.load_keras_applications_weights(ours, path)
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
-    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-4)
+    with fused_batch_norm(False):
+        np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-4)
 
     # Fine-tuning on 5 classes: the body is copied, the 1000-class head is not.
     five = effnet_tf.build_model("efficientnetv2-b0", num_classes=5)
@@ -111,3 +116,31 @@ def test_weight_import_names_first_mismatching_layer():
         effnet_tf.load_keras_applications_weights(wider, reference)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         effnet_tf.load_keras_applications_weights(ours, "/nonexistent/missing.h5")
+
+
+@pytest.mark.parametrize("name", ["efficientnet-b0", "efficientnetv2-b0"])
+def test_fused_batch_norm_model_matches_keras_batch_norm_ops(name):
+    """The whole model with the fused BN kernel against the same weights run with Keras' BN ops.
+
+    BN moving statistics come from the batch itself (momentum 0), so the network is well
+    conditioned and the only difference is rounding order (measured: 6e-6 to 1e-5 of the
+    largest logit).
+    """
+    model = effnet_tf.build_model(name, classifier_activation=None, dropout_rate=0.0,
+                                  drop_connect_rate=0.0, bn_momentum=0.0)
+    _randomize(model, seed=3)
+    x = np.random.default_rng(4).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    with fused_batch_norm(False):
+        expected_train = model(x, training=True).numpy()
+    fused_train = model(x, training=True).numpy()  # also sets the moving statistics to this batch's
+    with fused_batch_norm(False):
+        expected = model(x, training=False).numpy()
+    fused = model(x, training=False).numpy()
+    for got, want in ((fused_train, expected_train), (fused, expected)):
+        scale = np.abs(want).max()
+        assert scale > 0.1
+        np.testing.assert_allclose(got, want, atol=1e-4 * scale, rtol=0)
+    # A wrong statistic is far outside that bound: shift one BN's moving mean by 0.1.
+    bn = model.get_layer("top_bn")
+    bn.moving_mean.assign(bn.moving_mean.numpy() + 0.1)
+    assert np.abs(model(x, training=False).numpy() - expected).max() > 1e-2 * np.abs(expected).max()

@@ -1,12 +1,15 @@
 """BatchNormalization that trains with TensorFlow's fused kernel.
 
 Keras 3's BatchNormalization computes the batch moments and the normalization as separate
-ops (and upcasts bfloat16 to float32 first). On the TensorFlow backend, training steps use
-``FusedBatchNormV3`` instead: one kernel that computes moments, normalizes and updates the
-moving statistics (oneDNN on CPU, cuDNN on GPU, and XLA lowers it on TPU). The weights (gamma,
-beta, moving_mean, moving_variance) and inference are exactly Keras', so weight import and
-parity are unchanged; it falls back to Keras' code on other backends, for synchronized
-(cross-replica) BN and for anything but 4-D channels-last input.
+ops (and upcasts bfloat16 to float32 first). On the TensorFlow backend this layer runs
+``FusedBatchNormV3`` instead: one kernel (oneDNN on CPU, cuDNN on GPU; XLA lowers it on TPU)
+that, in training, computes the moments, normalizes and updates the moving statistics and, in
+inference, normalizes with the moving statistics. Grappler can then fold the inference form
+into the preceding convolution. The weights (gamma, beta, moving_mean, moving_variance) and the
+semantics are Keras': a layer with ``trainable=False`` normalizes with its moving statistics
+even when called with ``training=True`` (frozen BN for fine-tuning). It falls back to Keras'
+code on other backends, for synchronized (cross-replica) BN, renorm, masks and anything but
+4-D channels-last input.
 
 One difference in training only: the fused kernel updates the moving variance with the
 unbiased batch variance (n / (n - 1), n = batch·height·width), as Keras 2 and the official
@@ -15,39 +18,63 @@ TF code did; Keras 3 uses the biased one.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
+
+_FUSED_ENABLED = [True]
+
+
+@contextlib.contextmanager
+def fused_batch_norm(enabled: bool):
+    """Within this block, layers built or called run Keras' own BN ops when ``enabled`` is False.
+
+    For comparisons: Keras' BN is bitwise what keras.applications computes, the fused kernel
+    rounds differently (more accurately: Keras' ``x * inv + (beta - mean * inv)`` cancels
+    when |mean| >> std).
+    """
+    previous = _FUSED_ENABLED[0]
+    _FUSED_ENABLED[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_ENABLED[0] = previous
 
 
 @keras.saving.register_keras_serializable(package="effnet_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    def _fusable(self, inputs, training):
+    def _fusable(self, inputs):
         return (
-            training is True
+            _FUSED_ENABLED[0]
             and keras.backend.backend() == "tensorflow"
             and not self.synchronized
+            and not self.renorm
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
             and self.center
             and self.scale
+            and self.compute_dtype in ("float32", "bfloat16", "float16")  # the kernel's types
         )
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or not self._fusable(inputs, training):
+        if mask is not None or not self._fusable(inputs):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
+        batch_statistics = bool(training) and self.trainable  # Keras' rule, frozen BN included
         output, running_mean, running_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs,
+            x=tf.cast(inputs, self.compute_dtype),
             scale=tf.cast(self.gamma, "float32"),
             offset=tf.cast(self.beta, "float32"),
             mean=tf.cast(self.moving_mean, "float32"),
             variance=tf.cast(self.moving_variance, "float32"),
             epsilon=self.epsilon,
-            # With this factor the kernel returns the updated moving averages directly.
-            exponential_avg_factor=1.0 - self.momentum,
+            # With this factor the training kernel returns the updated moving averages directly.
+            exponential_avg_factor=1.0 - self.momentum if batch_statistics else 1.0,
             data_format="NHWC",
-            is_training=True,
+            is_training=batch_statistics,
         )
-        self.moving_mean.assign(tf.cast(running_mean, self.moving_mean.dtype))
-        self.moving_variance.assign(tf.cast(running_variance, self.moving_variance.dtype))
+        if batch_statistics:
+            self.moving_mean.assign(tf.cast(running_mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(running_variance, self.moving_variance.dtype))
         return output
