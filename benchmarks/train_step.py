@@ -39,6 +39,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import effnet_tf  # noqa: E402
+from effnet_tf.blocks.batch_norm import fused_batch_norm  # noqa: E402
 
 
 def build_pair(variant: str, image_size: int, num_classes: int):
@@ -180,16 +181,17 @@ def main(argv=None):
     parser.add_argument("--loop", default="fit", choices=["fit", "on_batch"],
                         help="fit: one fit/predict call per timing block; on_batch: *_on_batch calls")
     parser.add_argument("--no_fused_bn", action="store_true",
-                        help="ablation: train ours with Keras' own BatchNormalization ops")
+                        help="ablation: run ours with Keras' own BatchNormalization ops")
     parser.add_argument("--keras_first", action="store_true",
                         help="warm keras.applications up first (its peak memory is then the clean one)")
     args = parser.parse_args(argv)
 
     keras.mixed_precision.set_global_policy(args.precision)
-    if args.no_fused_bn:
-        from effnet_tf.blocks.batch_norm import fused_batch_norm
+    with fused_batch_norm(not args.no_fused_bn):
+        run_benchmarks(args)
 
-        fused_batch_norm(False).__enter__()  # for the rest of this process
+
+def run_benchmarks(args):
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     print(f"backend={keras.backend.backend()} keras={keras.__version__} precision={args.precision} "
           f"jit_compile={args.jit_compile} image_size={args.image_size} batch={args.batch} "

@@ -1,4 +1,4 @@
-"""BatchNormalization that trains with TensorFlow's fused kernel.
+"""BatchNormalization that runs TensorFlow's fused kernel, in training and in inference.
 
 Keras 3's BatchNormalization computes the batch moments and the normalization as separate
 ops (and upcasts bfloat16 to float32 first). On the TensorFlow backend this layer runs
@@ -8,8 +8,8 @@ inference, normalizes with the moving statistics. Grappler can then fold the inf
 into the preceding convolution. The weights (gamma, beta, moving_mean, moving_variance) and the
 semantics are Keras': a layer with ``trainable=False`` normalizes with its moving statistics
 even when called with ``training=True`` (frozen BN for fine-tuning). It falls back to Keras'
-code on other backends, for synchronized (cross-replica) BN, renorm, masks and anything but
-4-D channels-last input.
+code on other backends, for synchronized (cross-replica) BN, renorm, masks, float64 and
+anything but 4-D channels-last input.
 
 One difference in training only: the fused kernel updates the moving variance with the
 unbiased batch variance (n / (n - 1), n = batch·height·width), as Keras 2 and the official
@@ -22,30 +22,30 @@ import contextlib
 
 import keras
 
-_FUSED_ENABLED = [True]
+_fused_enabled = True
 
 
 @contextlib.contextmanager
 def fused_batch_norm(enabled: bool):
-    """Within this block, layers built or called run Keras' own BN ops when ``enabled`` is False.
+    """Calls (and tf.function traces) inside this block run Keras' own BN ops when ``enabled`` is False.
 
     For comparisons: Keras' BN is bitwise what keras.applications computes, the fused kernel
     rounds differently (more accurately: Keras' ``x * inv + (beta - mean * inv)`` cancels
     when |mean| >> std).
     """
-    previous = _FUSED_ENABLED[0]
-    _FUSED_ENABLED[0] = bool(enabled)
+    global _fused_enabled
+    previous, _fused_enabled = _fused_enabled, bool(enabled)
     try:
         yield
     finally:
-        _FUSED_ENABLED[0] = previous
+        _fused_enabled = previous
 
 
 @keras.saving.register_keras_serializable(package="effnet_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     def _fusable(self, inputs):
         return (
-            _FUSED_ENABLED[0]
+            _fused_enabled
             and keras.backend.backend() == "tensorflow"
             and not self.synchronized
             and not self.renorm
