@@ -14,9 +14,10 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",
-        "keras>=3.3",
+        # The trainer reaches into Keras internals (optimizer EMA slots, the TF trainer's
+        # reduce_per_replica): pinned to the minor versions the test suite has run on.
+        "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9",
-        "keras-cv>=0.9",
         "absl-py>=1.0",
         "tensorboard>=2.16",  # tf.summary / TensorBoard logs: TF 2.21 no longer installs it
         "pyyaml>=6.0",
@@ -32,11 +33,13 @@ setup(
             "pillow>=9",
         ],
         "notebooks": ["matplotlib>=3.7", "jupyter"],
+        # benchmarks/input_pipeline.py compares our augmentation with keras-cv's.
+        "benchmarks": ["keras-cv>=0.9", "matplotlib>=3.7", "pillow>=9"],
     },
     entry_points={
         "console_scripts": [
             "effnet-train=effnet_tf.main:run",
-            "effnet-predict=effnet_tf.export.predict:run",
+            "effnet-predict=effnet_tf.run.predict:run",
         ]
     },
 )

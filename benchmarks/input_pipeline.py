@@ -17,7 +17,7 @@ px, cached in memory so disk does not count):
 Images/second, batch 32. Every row is measured in ``--rounds`` passes over the rows (fresh
 iterator each time, at least 6 batches after 2 warm-up batches) and keeps its best pass: on a
 shared machine that is the least disturbed one, and ratios within one run are what to
-compare. Usage:
+compare. keras-cv is the `benchmarks` extra (`pip install -e ".[benchmarks]"`). Usage:
   python benchmarks/input_pipeline.py [--seconds 10] [--rounds 2] [--parts A,B] [--rows a,b,c]
 """
 from __future__ import annotations

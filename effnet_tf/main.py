@@ -27,9 +27,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from effnet_tf.training import config as config_lib  # noqa: E402
-from effnet_tf.training.config import MODES, PRECISIONS, STRATEGIES  # noqa: E402
-from effnet_tf.training.overrides import apply_override_string, apply_overrides  # noqa: E402
+from effnet_tf import config as config_lib  # noqa: E402
+from effnet_tf.config.schema import MODES, PRECISIONS, STRATEGIES  # noqa: E402
+from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -87,33 +87,34 @@ def flag_overrides(flag_values=FLAGS) -> List[tuple]:
 
 
 def build_config(flag_values=FLAGS) -> config_lib.ExperimentConfig:
-    """Defaults -> YAML files -> --params_override -> explicit flags.
+    """Defaults -> YAML files -> --params_override -> explicit flags (types checked; the values
+    are validated once, after resolution, by ``make_plan``).
 
     Without ``--config``, an existing ``<model_dir>/config.yaml`` (the resolved config a run wrote)
     is the YAML file: ``effnet-train --mode=export --model_dir=DIR`` needs nothing else.
     """
     files = _config_files(flag_values.config)
     if not files and flag_values.model_dir:
-        written = flag_values.model_dir.rstrip("/") + "/config.yaml"
+        written = RunDirectory(flag_values.model_dir).config_file
         if tf.io.gfile.exists(written):
             files = [written]
     config = config_lib.load_yaml_files(files)
-    apply_override_string(config, flag_values.params_override)
-    apply_overrides(config, flag_overrides(flag_values), source="command-line flags")
-    return config_lib.validate(config)
+    config_lib.apply_override_string(config, flag_values.params_override)
+    config_lib.apply_overrides(config, flag_overrides(flag_values), source="command-line flags")
+    return config
 
 
-def create_trainer(flag_values=FLAGS):
-    """Builds the config from parsed flags and the ``Trainer`` for it."""
+def create_driver(flag_values=FLAGS):
+    """Builds the config from parsed flags and the ``Driver`` for it."""
     config = build_config(flag_values)
-    from effnet_tf.training.trainer import Trainer
+    from effnet_tf.run.driver import Driver
 
-    return Trainer(config)
+    return Driver(config)
 
 
 def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
-    """Runs ``runtime.mode`` of the flags' config; returns the trainer's results."""
-    return create_trainer(flag_values).run()
+    """Runs ``runtime.mode`` of the flags' config; returns the driver's results."""
+    return create_driver(flag_values).run()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -125,13 +126,13 @@ def main(argv: Sequence[str]) -> None:
     from effnet_tf.training.strategy import TPUUnavailableError
 
     try:
-        trainer = create_trainer(FLAGS)
+        driver = create_driver(FLAGS)
     except (ValueError, TypeError, KeyError, FileNotFoundError, TPUUnavailableError) as error:
         # Configuration and set-up errors: one clear line, no traceback.
         print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
     try:
-        trainer.run()
+        driver.run()
     except FileNotFoundError as error:  # --mode=eval/export without a checkpoint
         print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -5,8 +5,8 @@ import os
 import pytest
 import yaml
 
-from effnet_tf.training import config as config_lib
-from effnet_tf.training.overrides import (
+from effnet_tf import config as config_lib
+from effnet_tf.config import (
     ConfigKeyError,
     apply_override_string,
     closest_keys,

@@ -1,4 +1,4 @@
-"""Export: SavedModel signatures, .keras, TFLite, atomic writes, export from a training model_dir.
+"""Export: SavedModel signatures, .keras, TFLite, atomic writes (from a run directory: test_run_restore.py).
 
 A tiny EfficientNet is trained for a few seconds on a task it can learn (the class is the
 dominant colour channel), so its probabilities are informative (0.45..0.8, not saturated) and
@@ -22,6 +22,7 @@ import tensorflow as tf
 import effnet_tf
 from effnet_tf import export
 from effnet_tf.export import atomic, bundle
+from effnet_tf.storage import paths
 
 VENV_BIN = os.path.dirname(sys.executable)
 BLOCKS = ["r1_k3_s1_e1_i16_o8_c1", "r1_k3_s2_e4_i8_o16_se0.25"]
@@ -369,14 +370,14 @@ def test_atomic_output_restores_previous_target_when_rename_fails(tmp_path, monk
     target = tmp_path / "artifact"
     target.mkdir()
     (target / "v1").write_text("1")
-    real_rename = atomic._rename
+    real_rename = paths.rename
 
     def flaky(source, destination):
         if ".tmp-" in source:
             raise OSError("rename failed")
         real_rename(source, destination)
 
-    monkeypatch.setattr(atomic, "_rename", flaky)
+    monkeypatch.setattr(paths, "rename", flaky)
     with pytest.raises(OSError, match="rename failed"):
         with atomic.atomic_output(str(target), overwrite=True) as temporary:
             os.makedirs(temporary)
@@ -426,80 +427,3 @@ def test_argument_errors(model, tmp_path):
 
     small_b3 = effnet_tf.build_model("efficientnetv2-b3", num_classes=2, width=0.1, depth=0.1)
     assert resolve_image_size(small_b3, None) == 300
-
-
-# ---------------------------------------------------------------------------------------------
-# From a training model_dir (the real trainer, a few steps on synthetic data)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from effnet_tf.training import config as config_lib
-    from effnet_tf.training.trainer import Trainer
-
-    model_dir = str(tmp_path_factory.mktemp("run") / "model_dir")
-    config = config_lib.from_dict({
-        "model": {"name": None, "blocks": BLOCKS, "width": 0.5, "depth": 0.5},
-        "data": {"name": "synthetic", "num_classes": 3, "train_examples": 64, "eval_examples": 16},
-        "train": {"epochs": 2, "global_batch_size": 16, "image_size": 32, "ema_decay": 0.9,
-                  "base_learning_rate": 0.05, "warmup_epochs": 0},
-        "eval": {"image_size": 32, "frequency": "end"},
-        "export": {"enabled": False},
-        "runtime": {"mode": "train", "model_dir": model_dir, "tensorboard": False, "verbose": 0,
-                    "strategy": "default"},
-    })
-    trainer = Trainer(config)
-    trainer.run()
-    return trainer
-
-
-def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_path):
-    from effnet_tf.training.optimizer import ema_weights
-
-    trainer = trained_run
-    pixels = np.stack([reference_pixels(data, 32) for _, data, _ in images])
-    with ema_weights(trainer.model) as used:
-        assert used
-        ema = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
-    raw = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
-    assert np.abs(ema - raw).max() > 1e-3  # the test can tell the two apart
-
-    target = export.export_from_model_dir(trainer.model_dir, str(tmp_path / "export"),
-                                          formats=("saved_model",))
-    meta = bundle.read_metadata(target)
-    assert meta["source"]["checkpoint"].endswith("ckpt-8") and meta["source"]["global_step"] == 8
-    assert meta["source"]["ema"] is True
-    assert meta["image_size"] == 32  # the config's eval size
-    assert meta["class_names"] == trainer.source.class_names
-    loaded = tf.saved_model.load(os.path.join(target, "saved_model"))
-    got = loaded.signatures["serving_default"](image_bytes=tf.constant([d for _, d, _ in images]))
-    np.testing.assert_allclose(got["probabilities"].numpy(), ema, atol=1e-5)
-    # The trainer's model keeps its trained weights (the EMA was swapped back).
-    np.testing.assert_allclose(tf.nn.softmax(trainer.model(pixels, training=False)).numpy(), raw, atol=0)
-
-
-def test_model_dir_without_checkpoint_says_so(tmp_path):
-    empty = tmp_path / "empty_run"
-    empty.mkdir()
-    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*empty_run"):
-        export.export_from_model_dir(str(empty))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        export.export_from_model_dir(str(tmp_path / "missing"))
-    assert not (empty / "export").exists()
-
-
-def test_predict_cli_on_a_training_model_dir(trained_run, images, capsys):
-    from effnet_tf.export import predict
-
-    model_dir = trained_run.model_dir
-    assert not os.path.exists(os.path.join(model_dir, "export"))
-    # No export yet: exported on the fly to a temporary directory (EMA weights).
-    assert predict.main(["--model", model_dir, "--json", images[0][0]]) == 0
-    on_the_fly = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
-    assert not os.path.exists(os.path.join(model_dir, "export"))
-    # With an export under model_dir/export it is used as it is.
-    export.export_from_model_dir(model_dir, formats=("saved_model",))
-    assert predict.main(["--model", model_dir, "--json", images[0][0]]) == 0
-    from_export = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
-    assert [p["label"] for p in on_the_fly] == [p["label"] for p in from_export]
-    np.testing.assert_allclose([p["score"] for p in on_the_fly], [p["score"] for p in from_export], atol=1e-6)

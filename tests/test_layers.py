@@ -4,9 +4,8 @@ import pytest
 import keras
 import tensorflow as tf
 
-from effnet_tf.blocks.layers import (
-    FusedMBConv, ImageNormalization, MBConv, ScheduledDropout, SqueezeExcite, StochasticDepth,
-)
+from effnet_tf.blocks.layers import ImageNormalization, ScheduledDropout, SqueezeExcite, StochasticDepth
+from effnet_tf.blocks.mbconv import FusedMBConv, MBConv
 
 
 def _x(shape, seed=0):

@@ -206,7 +206,7 @@ def test_driver_under_mirrored_strategy_on_two_cpus(tmp_path):
     end = records[-1]
     assert end["event"] == "run_end" and end["global_step"] == 8 and 0.0 <= end["eval_top1"] <= 1.0
     assert os.path.exists(os.path.join(end["saved_model"], "saved_model", "saved_model.pb"))
-    from effnet_tf.training.trainer import tensorboard_available
+    from effnet_tf.training.loop import tensorboard_available
 
     if not tensorboard_available():
         pytest.skip("tensorboard is not installed: the TensorBoard part of this test cannot run")
@@ -227,17 +227,17 @@ def test_demo_learns(tmp_path):
     5.5 standard deviations above chance: it cannot pass by luck. The short run measured ~54%
     at this point on this CPU (the full demo ~60-70%), which leaves a margin for seed noise.
     """
-    from effnet_tf.training import config as config_lib
-    from effnet_tf.training.overrides import apply_override_string
-    from effnet_tf.training.trainer import Trainer
+    from effnet_tf import config as config_lib
+    from effnet_tf.config import apply_override_string
+    from effnet_tf.run.driver import Driver
 
     config = config_lib.load_yaml_files([os.path.join(REPO, "configs", "demo.yaml")])
     assert config.data.num_classes == 4 and config.progressive.mode == "staged"
     apply_override_string(config, f"runtime.model_dir={tmp_path},runtime.verbose=0,eval.frequency=end,"
                                   "train.epochs=4,progressive.num_stages=2,data.eval_examples=256,export.enabled=false,"
                                   "runtime.tensorboard=false")
-    trainer = Trainer(config)
-    assert [s.image_size for s in trainer.stages] == [40, 64]
-    results = trainer.train(evaluate=True)
+    driver = Driver(config)
+    assert [s.image_size for s in driver.plan.stages] == [40, 64]
+    results = driver.train(evaluate=True)
     print("short demo:", results["eval"])
     assert results["eval"]["top1"] > 0.40, results

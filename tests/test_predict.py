@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import effnet_tf
 from effnet_tf import export
-from effnet_tf.export import predict
+from effnet_tf.run import predict
 
 BLOCKS = ["r1_k3_s1_e1_i16_o8_c1", "r1_k3_s2_e4_i8_o16_se0.25"]
 CLASS_NAMES = ["red", "green", "blue"]

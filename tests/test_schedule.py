@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from effnet_tf.training import config as config_lib
+from effnet_tf import config as config_lib
+from effnet_tf.config import apply_override_string
 from effnet_tf.training import schedule as S
 from effnet_tf.training.optimizer import build_lr_schedule
-from effnet_tf.training.overrides import apply_override_string
 
 
 def _spec(mode="staged", epochs=12, buckets=None, min_size=128, max_size=300, **kwargs):

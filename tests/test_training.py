@@ -1,5 +1,5 @@
-"""The training driver in-process on tiny models: compile control, EMA, weight decay, scheduled
-dropout, MirroredStrategy, XLA + bfloat16, NaN stop, eval/export, strategy selection."""
+"""The training loop and the driver in-process on tiny models: compile control, EMA, weight decay,
+scheduled dropout, MirroredStrategy, XLA + bfloat16, NaN stop, eval/export, strategy selection."""
 import json
 import os
 
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet_tf.training import config as config_lib
-from effnet_tf.training import schedule as schedule_lib
+from effnet_tf import config as config_lib
+from effnet_tf.config import apply_override_string
+from effnet_tf.run.driver import Driver
 from effnet_tf.training.callbacks import NonFiniteLossError
 from effnet_tf.training.optimizer import KernelL2, apply_weight_decay, ema_weights, kernel_variables
-from effnet_tf.training.overrides import apply_override_string
+from effnet_tf.training.plan import make_plan
 from effnet_tf.training.strategy import TPUUnavailableError, create_strategy, detect_strategy
-from effnet_tf.training.trainer import Trainer
 
 TINY_BLOCKS = "[r1_k3_s1_e1_i16_o8_c1,r1_k3_s2_e2_i8_o16_c1,r1_k3_s2_e2_i16_o16_se0.25]"
 
@@ -45,15 +45,16 @@ def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
                                    "train.epochs=5,progressive.bucket_step=16,runtime.seed=0")
     seed = next(s for s in range(100) if _revisits(config, s))
     apply_override_string(config, f"runtime.seed={seed}")
-    trainer = Trainer(config)
-    sizes = [stage.image_size for stage in trainer.stages]
+    driver = Driver(config)
+    sizes = [stage.image_size for stage in driver.plan.stages]
     assert len(sizes) == 5 and len(set(sizes)) < len(sizes)
-    trainer.train()
-    traced_sizes = [shape[1] for _, shape in trainer.train_cache.traces]
+    driver.train()
+    cache = driver.loop.train_cache
+    traced_sizes = [shape[1] for _, shape in cache.traces]
     # Observed traces: exactly one per distinct size, each fully static (no None dimension).
-    assert trainer.train_cache.trace_count == len(set(sizes))
+    assert cache.trace_count == len(set(sizes))
     assert sorted(traced_sizes) == sorted(set(sizes))
-    assert all(None not in shape for _, shape in trainer.train_cache.traces)
+    assert all(None not in shape for _, shape in cache.traces)
     epochs = [r for r in read_progress(tmp_path) if r["event"] == "epoch"]
     assert [r["image_size"] for r in epochs] == sizes
     # The compile count logged per epoch only grows when a new size appears.
@@ -61,12 +62,11 @@ def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
 
 
 def _revisits(config, seed):
-    resolved = config_lib.resolve(config, num_classes=4, train_examples=64)
-    from effnet_tf import data
-
-    buckets = data.make_buckets(32, 64, 16)
-    stages = schedule_lib.build_schedule(schedule_lib.spec_from_config(resolved, buckets), seed)
-    sizes = [s.image_size for s in stages]
+    config = config_lib.copy_config(config)
+    config.runtime.seed = seed
+    plan = make_plan(config, num_classes=4, train_examples=64)
+    assert plan.buckets == (32, 48, 64)
+    sizes = [s.image_size for s in plan.stages]
     return len(set(sizes)) >= 2 and any(sizes[i] in sizes[:i - 1] for i in range(2, len(sizes)))
 
 
@@ -91,7 +91,8 @@ def test_keras_alone_would_relax_to_a_dynamic_shape():
 def test_stages_keep_trained_weights_and_eval_uses_ema(tmp_path):
     config = tiny_config(tmp_path, "progressive.mode=staged,progressive.num_stages=2,train.ema_decay=0.9,"
                                    "train.ema_warmup=false")
-    trainer = Trainer(config)
+    driver = Driver(config)
+    trainer = driver.loop
     seen = {}
 
     class Spy(keras.callbacks.Callback):
@@ -103,9 +104,9 @@ def test_stages_keep_trained_weights_and_eval_uses_ema(tmp_path):
                 now = [v.numpy() for v in trainer.model.trainable_variables]
                 seen["continued"] = all(np.array_equal(a, b) for a, b in zip(now, seen["weights"]))
 
-    original = trainer._callbacks
-    trainer._callbacks = lambda evaluate: original(evaluate) + [Spy()]
-    trainer.train()
+    original = trainer.callbacks
+    trainer.callbacks = lambda evaluate: original(evaluate) + [Spy()]
+    driver.train()
     assert seen["continued"] is True
     weights = [v.numpy() for v in trainer.model.trainable_variables]
     averages = [v.numpy() for v in trainer.optimizer._model_variables_moving_average]
@@ -118,8 +119,7 @@ def test_stages_keep_trained_weights_and_eval_uses_ema(tmp_path):
     assert all(np.array_equal(v.numpy(), w) for v, w in zip(trainer.model.trainable_variables, weights))
     # Evaluation with the EMA differs from evaluation with the trained weights.
     ema_eval = trainer.evaluate()
-    trainer.config.eval.use_ema = False
-    plain_eval = trainer.evaluate()
+    plain_eval = trainer.evaluate(use_ema=False)
     assert ema_eval["ema"] == 1.0 and plain_eval["ema"] == 0.0 and ema_eval["loss"] != plain_eval["loss"]
 
 
@@ -174,7 +174,8 @@ def test_stage_dropout_reaches_the_model(tmp_path):
     config = tiny_config(tmp_path, "progressive.mode=staged,progressive.num_stages=2,model.dropout_rate=0.6,"
                                    "progressive.min_dropout_rate=0.2,progressive.min_drop_connect_rate=0.0,"
                                    "model.drop_connect_rate=0.3")
-    trainer = Trainer(config)
+    driver = Driver(config)
+    trainer = driver.loop
     rates = []
 
     class Spy(keras.callbacks.Callback):
@@ -183,9 +184,9 @@ def test_stage_dropout_reaches_the_model(tmp_path):
 
             rates.append(get_regularization(trainer.model))
 
-    original = trainer._callbacks
-    trainer._callbacks = lambda evaluate: original(evaluate) + [Spy()]
-    trainer.train()
+    original = trainer.callbacks
+    trainer.callbacks = lambda evaluate: original(evaluate) + [Spy()]
+    driver.train()
     assert [r["dropout_rate"] for r in rates] == pytest.approx([0.2, 0.6])
     assert [r["drop_connect_rate"] for r in rates] == pytest.approx([0.0, 0.3])
     assert trainer.train_cache.trace_count == 2  # two sizes (32, 64); the rate change cost no trace
@@ -197,9 +198,9 @@ def test_xla_and_mixed_bfloat16_train_steps(tmp_path):
                                    "train.image_size=32,eval.image_size=32,export.enabled=false,"
                                    "model.blocks=[r1_k3_s1_e1_i16_o8_c1,r1_k3_s2_e2_i8_o16_c1]")
     try:
-        trainer = Trainer(config)
+        trainer = Driver(config)
         assert trainer.model.dtype_policy.name == "mixed_bfloat16"
-        assert trainer.train_cache.jit_compile is True
+        assert trainer.loop.train_cache.jit_compile is True
         before = [v.numpy().copy() for v in trainer.model.trainable_variables]
         results = trainer.train(evaluate=False)
         after = [v.numpy() for v in trainer.model.trainable_variables]
@@ -214,7 +215,8 @@ def test_xla_and_mixed_bfloat16_train_steps(tmp_path):
 
 def test_nan_loss_stops_and_leaves_last_good_checkpoint(tmp_path):
     config = tiny_config(tmp_path, "runtime.checkpoint_every_steps=1,train.epochs=3")
-    trainer = Trainer(config)
+    driver = Driver(config)
+    trainer = driver.loop
     original = trainer.train_dataset
 
     def poisoned(stage, start_epoch):
@@ -230,28 +232,32 @@ def test_nan_loss_stops_and_leaves_last_good_checkpoint(tmp_path):
 
     trainer.train_dataset = poisoned
     with pytest.raises(NonFiniteLossError, match="global step 7"):
-        trainer.train()
-    assert trainer.state.latest.endswith("ckpt-6")
+        driver.train()
+    assert trainer.checkpoint.latest.endswith("ckpt-6")
     # The last checkpoint holds finite weights and step 6.
-    fresh = Trainer(tiny_config(tmp_path, "runtime.checkpoint_every_steps=1,train.epochs=3"))
-    fresh.state.restore()
+    fresh = Driver(tiny_config(tmp_path, "runtime.checkpoint_every_steps=1,train.epochs=3")).loop
+    fresh.restore()
     assert fresh.progress.global_step == 6
     assert all(np.all(np.isfinite(v.numpy())) for v in fresh.model.trainable_variables)
     assert original is not None
 
 
 def test_eval_and_export_modes(tmp_path):
-    config = tiny_config(tmp_path, "train.epochs=1,train.ema_decay=0.5,export.enabled=true")
-    trained = Trainer(config).train(evaluate=True)
+    # Eval and export at 48 px while training at 64: the export's size is the plan's eval size.
+    config = tiny_config(tmp_path, "train.epochs=1,train.ema_decay=0.5,export.enabled=true,eval.image_size=48")
+    trained = Driver(config).train(evaluate=True)
+    from effnet_tf.export.bundle import read_metadata
+
+    assert read_metadata(trained["saved_model"])["image_size"] == 48
     config.runtime.mode = "eval"
-    evaluated = Trainer(config).run()
+    evaluated = Driver(config).run()
     assert evaluated["checkpoint"] == trained["checkpoint"]
     assert evaluated["top1"] == pytest.approx(trained["eval"]["top1"])
     assert evaluated["loss"] == pytest.approx(trained["eval"]["loss"], rel=1e-5)
     # The SavedModel serves the EMA weights' predictions.
-    trainer = Trainer(config)
-    trainer.state.restore()
-    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    trainer = Driver(config).loop
+    trainer.restore()
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
     with ema_weights(trainer.model):
         expected = trainer.model(images, training=False).numpy()
     # keep a reference to the loaded object: it owns the variables
@@ -262,13 +268,13 @@ def test_eval_and_export_modes(tmp_path):
     # --mode=export refuses to replace the end-of-training export unless export.overwrite.
     config.runtime.mode = "export"
     with pytest.raises(FileExistsError):
-        Trainer(config).run()
+        Driver(config).run()
     config.export.overwrite = True
-    assert Trainer(config).run() == {"saved_model": trained["saved_model"]}
+    assert Driver(config).run() == {"saved_model": trained["saved_model"]}
     empty = tiny_config(tmp_path / "empty")
     empty.runtime.mode = "eval"
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        Trainer(empty).run()
+        Driver(empty).run()
 
 
 def test_tpu_strategy_without_tpu_is_a_clear_error(monkeypatch):
@@ -334,10 +340,10 @@ def test_mixed_float16_loss_scaling_traces_once_per_size(tmp_path):
     config = tiny_config(tmp_path, "runtime.precision=mixed_float16,train.epochs=2,train.image_size=32,"
                                    "eval.image_size=32,model.blocks=[r1_k3_s1_e1_i16_o8_c1,r1_k3_s2_e2_i8_o16_c1]")
     try:
-        trainer = Trainer(config)
+        trainer = Driver(config)
         assert isinstance(trainer.model.optimizer, keras.optimizers.LossScaleOptimizer)
         results = trainer.train(evaluate=False)
-        assert results["global_step"] == 8 and trainer.train_cache.trace_count == 1
+        assert results["global_step"] == 8 and trainer.loop.train_cache.trace_count == 1
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -345,7 +351,7 @@ def test_mixed_float16_loss_scaling_traces_once_per_size(tmp_path):
 def test_data_dir_replaces_the_directory_of_folder_and_tfrecord_sources(tmp_path):
     from PIL import Image
 
-    from effnet_tf.training.trainer import open_source
+    from effnet_tf.data import open_source
 
     for label in ("cat", "dog"):
         (tmp_path / "images" / label).mkdir(parents=True)

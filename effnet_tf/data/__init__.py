@@ -15,7 +15,9 @@ from effnet_tf.data.pipeline import build_dataset
 from effnet_tf.data.preprocessing import preprocess_eval, preprocess_train
 from effnet_tf.data.rand_augment import OPS as RANDAUGMENT_OPS
 from effnet_tf.data.rand_augment import apply_op, randaugment
-from effnet_tf.data.sources import TRAIN, VALIDATION, Source, get_source
+from effnet_tf.data.from_config import open_source
+from effnet_tf.data.registry import get_source
+from effnet_tf.data.sources import TRAIN, VALIDATION, Source
 from effnet_tf.data.synthetic import SHAPES, SyntheticSource
 from effnet_tf.data.tfds_source import TFDSSource
 from effnet_tf.data.tfrecord_source import TFRecordSource
@@ -23,6 +25,6 @@ from effnet_tf.data.tfrecord_source import TFRecordSource
 __all__ = [
     "FolderSource", "RANDAUGMENT_OPS", "SHAPES", "Source", "SyntheticSource", "TFDSSource",
     "TFRecordSource", "TRAIN", "VALIDATION", "apply_op", "build_dataset", "cutmix",
-    "get_source", "make_buckets", "mix_batch", "mixup", "preprocess_eval", "preprocess_train",
+    "get_source", "make_buckets", "open_source", "mix_batch", "mixup", "preprocess_eval", "preprocess_train",
     "randaugment", "snap_to_bucket",
 ]

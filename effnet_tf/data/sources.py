@@ -9,7 +9,8 @@ paths, example indices or serialized examples) and decodes one record into a dic
      "bbox":  optional float32 [4] (ymin, xmin, ymax, xmax) object box, normalized}
 
 Keeping records cheap lets the pipeline shuffle, shard and cache before the expensive decode,
-which then runs in one parallel map together with cropping and augmentation.
+which then runs in one parallel map together with cropping and augmentation. The sources are
+picked by name in ``effnet_tf.data.registry``.
 """
 from __future__ import annotations
 
@@ -106,42 +107,3 @@ def shuffle_cache(ds: tf.data.Dataset, *, shuffle: bool, seed: Optional[int], ca
     if shuffle:
         ds = ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
     return ds
-
-
-def get_source(spec: str, **kwargs) -> Source:
-    """Returns the source named by ``spec``.
-
-    ``spec`` is one of:
-
-    * ``"synthetic"``: the built-in procedurally drawn K-class task (no files needed);
-      keyword arguments go to :class:`~effnet_tf.data.synthetic.SyntheticSource`.
-    * ``"tfds:NAME"`` (``NAME`` may carry a version, ``imagenet2012:5.1.0``): a TFDS dataset;
-      ``data_dir=`` (local or ``gs://``) selects where it is prepared.
-    * ``"tfrecord:DIR"``: ImageNet-style TFRecord shards in ``DIR`` (``train_pattern``,
-      ``validation_pattern``, ``num_classes``, ``label_offset``).
-    * ``"folder:DIR"``: one sub-folder of JPEG/PNG files per class (optionally below
-      ``train/`` and ``validation/``).
-    """
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"get_source: spec must be a non-empty string, got {spec!r}")
-    kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "synthetic":
-        from effnet_tf.data.synthetic import SyntheticSource
-        if arg:
-            raise ValueError(f"get_source: 'synthetic' takes keyword arguments, not {spec!r}")
-        return SyntheticSource(**kwargs)
-    if kind in ("tfds", "tfrecord", "folder") and not arg:
-        raise ValueError(f"get_source: {spec!r} needs a name or path after '{kind}:'")
-    if kind == "tfds":
-        from effnet_tf.data.tfds_source import TFDSSource
-        return TFDSSource(arg, **kwargs)
-    if kind == "tfrecord":
-        from effnet_tf.data.tfrecord_source import TFRecordSource
-        return TFRecordSource(arg, **kwargs)
-    if kind == "folder":
-        from effnet_tf.data.folder_source import FolderSource
-        return FolderSource(arg, **kwargs)
-    raise ValueError(
-        f"get_source: unknown source {spec!r}; expected 'synthetic', 'tfds:NAME', "
-        "'tfrecord:DIR' or 'folder:DIR'")

@@ -1,14 +1,14 @@
-"""Export and serving: SavedModel with serving signatures, ``.keras``, TFLite, and ``effnet-predict``.
+"""Export: SavedModel with serving signatures, ``.keras`` and TFLite, from a Keras model.
 
     from effnet_tf import export
     export.export_all(model, "exports/flowers")                  # saved_model/, model.keras, *.tflite
     export.export_saved_model(model, "exports/sm", image_size=224, class_names=names)
     export.export_keras(model, "model.keras")
     export.export_tflite(model, "model.tflite", image_size=224, quantize="dynamic_range")
-    export.export_from_model_dir("runs/demo")                    # latest checkpoint, EMA weights
 
-See docs/export.md. Submodules load lazily, so ``effnet_tf.export.predict`` (which only needs
-TensorFlow to serve a SavedModel) does not pull in the exporters.
+Exporting a training run's checkpoint (``export_from_model_dir``) is ``effnet_tf.run``'s job:
+this package knows Keras models, not runs. See docs/export.md. Submodules load lazily, so
+reading ``effnet_tf.export.layout`` does not pull in the exporters.
 """
 
 import importlib
@@ -19,8 +19,6 @@ _EXPORTS = {
     "export_tflite": "effnet_tf.export.tflite",
     "export_all": "effnet_tf.export.bundle",
     "read_metadata": "effnet_tf.export.bundle",
-    "export_from_model_dir": "effnet_tf.export.model_dir",
-    "restore_from_model_dir": "effnet_tf.export.model_dir",
     "atomic_output": "effnet_tf.export.atomic",
 }
 

@@ -16,54 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
-import shutil
 import uuid
 from typing import Iterator
 
-import tensorflow as tf
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs such as ``gs://bucket/dir`` (handled through ``tf.io.gfile``)."""
-    return "://" in str(path)
-
-
-def _parent(path: str) -> str:
-    path = str(path).rstrip("/")
-    return posixpath.dirname(path) if is_remote(path) else os.path.dirname(os.path.abspath(path))
-
-
-def _exists(path: str) -> bool:
-    return tf.io.gfile.exists(path) if is_remote(path) else os.path.lexists(path)
-
-
-def _remove(path: str) -> None:
-    """Removes a file or a directory tree; missing paths are fine."""
-    if is_remote(path):
-        if not tf.io.gfile.exists(path):
-            return
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        else:
-            tf.io.gfile.remove(path)
-    elif os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def _rename(source: str, target: str) -> None:
-    """Renames ``source`` onto the (absent) ``target``."""
-    if is_remote(source):
-        tf.io.gfile.rename(source, target, overwrite=False)
-    else:
-        os.rename(source, target)
+from effnet_tf.storage import paths
 
 
 def check_target(target: str, overwrite: bool) -> None:
     """Refuses an existing ``target`` unless ``overwrite`` (call before any expensive work)."""
-    if _exists(target) and not overwrite:
+    if paths.exists(target) and not overwrite:
         raise FileExistsError(
             f"Export target {target!r} already exists; pass overwrite=True (--overwrite) to replace it."
         )
@@ -79,29 +40,29 @@ def atomic_output(target: str, overwrite: bool = False, suffix: str = "") -> Ite
     ``target`` is missing is two renames long. ``suffix`` ends the temporary name (Keras
     wants ``.keras`` on the files it writes).
     """
-    target = str(target).rstrip("/") if is_remote(target) else os.path.abspath(str(target))
+    target = str(target).rstrip("/") if paths.is_remote(target) else os.path.abspath(str(target))
     check_target(target, overwrite)
-    parent = _parent(target)
-    tf.io.gfile.makedirs(parent)
+    parent = paths.parent(target)
+    paths.makedirs(parent)
     token = uuid.uuid4().hex[:12]
     temporary = f"{target}.tmp-{token}{suffix}"
     try:
         yield temporary
-        if not _exists(temporary):
+        if not paths.exists(temporary):
             raise RuntimeError(f"Export wrote nothing at {temporary!r}.")
         previous = None
-        if _exists(target):
+        if paths.exists(target):
             if not overwrite:  # appeared while we were writing
                 raise FileExistsError(f"Export target {target!r} appeared during the export; not replacing it.")
             previous = f"{target}.old-{token}"
-            _rename(target, previous)
+            paths.rename(target, previous)
         try:
-            _rename(temporary, target)
+            paths.rename(temporary, target)
         except BaseException:
             if previous is not None:
-                _rename(previous, target)  # put the old artifact back
+                paths.rename(previous, target)  # put the old artifact back
             raise
         if previous is not None:
-            _remove(previous)
+            paths.remove(previous)
     finally:
-        _remove(temporary)
+        paths.remove(temporary)

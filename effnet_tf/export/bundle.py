@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from typing import Any, Dict, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
+from effnet_tf.config.schema import EXPORT_FORMATS
 from effnet_tf.export import prepare
 from effnet_tf.export.atomic import atomic_output
 from effnet_tf.export.keras_file import write_keras
+from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES
 from effnet_tf.export.saved_model import write_saved_model
 from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
 from effnet_tf.export.tflite import convert_tflite
+from effnet_tf.storage.paths import join
 
-FORMATS = ("saved_model", "keras", "tflite")
-SAVED_MODEL_DIR = "saved_model"
-KERAS_FILE = "model.keras"
-TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
-METADATA_FILE = "metadata.json"
 
 INPUT_NOTE = (
     "Models take RGB pixels in 0..255 (uint8 or float) and normalize them inside; do not scale "
@@ -41,19 +38,12 @@ INPUT_NOTE = (
 )
 
 
-def join(directory: str, *parts: str) -> str:
-    """``os.path.join`` that keeps ``gs://`` URLs intact."""
-    if "://" in directory:
-        return "/".join([directory.rstrip("/"), *parts])
-    return os.path.join(directory, *parts)
-
-
 def _check_formats(formats: Sequence[str]) -> tuple:
     if isinstance(formats, str):
         formats = (formats,)
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
-        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)!r}.")
+        raise ValueError(f"formats must be a non-empty subset of {EXPORT_FORMATS}, got {list(formats)!r}.")
     return tuple(dict.fromkeys(formats))
 
 
@@ -108,7 +98,7 @@ def export_all(
     model: keras.Model,
     export_dir: str,
     *,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = EXPORT_FORMATS,
     image_size: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,

@@ -72,7 +72,8 @@ def check_top_k(top_k: int, classes: int) -> int:
 
 
 @contextlib.contextmanager
-def _float32_policy() -> Iterator[None]:
+def float32_policy() -> Iterator[None]:
+    """Builds inside the ``with`` body get float32 layers (the global dtype policy is restored after)."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
@@ -106,7 +107,7 @@ def inference_model(model: keras.Model) -> keras.Model:
         config = model.get_config()
         if "batchnorm_synchronized" in config:
             config["batchnorm_synchronized"] = False
-        with _float32_policy():
+        with float32_policy():
             copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
     return copy

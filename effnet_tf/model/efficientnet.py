@@ -16,15 +16,15 @@ import keras
 from effnet_tf.blocks.batch_norm import FusedBatchNormalization
 from effnet_tf.blocks.block_string import decode_all, encode_all
 from effnet_tf.blocks.layers import (
-    BLOCK_TYPES,
     CONV_KERNEL_INITIALIZER,
     DENSE_KERNEL_INITIALIZER,
     IMAGENET_MEAN_PIXELS,
     IMAGENET_STD_PIXELS,
     ImageNormalization,
     ScheduledDropout,
-    _check_rate,
+    check_rate,
 )
+from effnet_tf.blocks.mbconv import BLOCK_TYPES
 from effnet_tf.model.scaling import expand_stages, round_filters, scale_stages
 from effnet_tf.model.variants import (
     IMAGENET_NORMALIZATION,
@@ -115,8 +115,8 @@ class EfficientNet(keras.Model):
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or input_shape[-1] is None:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}.")
-        dropout_rate = _check_rate("dropout_rate", dropout_rate)
-        drop_connect_rate = _check_rate("drop_connect_rate", drop_connect_rate)
+        dropout_rate = check_rate("dropout_rate", dropout_rate)
+        drop_connect_rate = check_rate("drop_connect_rate", drop_connect_rate)
         stages = decode_all(blocks)
         v1_guard = family == "v1"
         momentum = BN_MOMENTUM[family] if bn_momentum is None else float(bn_momentum)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import keras
 
-from effnet_tf.blocks.layers import FusedMBConv, MBConv
+from effnet_tf.blocks.mbconv import FusedMBConv, MBConv
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from typing import Dict, Optional
 
 import keras
 
-from effnet_tf.blocks.layers import FusedMBConv, MBConv, ScheduledDropout
+from effnet_tf.blocks.layers import ScheduledDropout
+from effnet_tf.blocks.mbconv import FusedMBConv, MBConv
 
 
 def _blocks(model: keras.Model):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 V1_BASE_BLOCKS = (
     "r1_k3_s11_e1_i32_o16_se0.25",
@@ -169,3 +169,24 @@ def get_variant(name: str) -> VariantSpec:
     close = difflib.get_close_matches(str(name).lower(), list(_VARIANTS), n=1, cutoff=0.0)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(_VARIANTS)}.")
+
+
+#: The training figures of a variant that a config's null fields fall back to (``recipe``).
+RECIPE_FIELDS = ("width", "depth", "train_size", "eval_size", "dropout_rate", "drop_connect_rate",
+                 "randaug_magnitude", "mixup_alpha", "min_train_size", "min_randaug_magnitude",
+                 "min_dropout_rate", "crop_area_min")
+#: Custom block strings train with V2-B0's recipe at 224 px, evaluated at the train size.
+CUSTOM_RECIPE_BASE = "efficientnetv2-b0"
+_CUSTOM_RECIPE_CHANGES = {"width": 1.0, "depth": 1.0, "train_size": 224, "eval_size": None}
+
+
+def recipe(name: Optional[str]) -> Dict[str, Any]:
+    """``{field: value}`` of ``RECIPE_FIELDS`` for variant ``name`` (None: custom block strings).
+
+    The one table the config's defaults come from: the variant registry above.
+    """
+    spec = get_variant(CUSTOM_RECIPE_BASE if name is None else name)
+    values = {field: getattr(spec, field) for field in RECIPE_FIELDS}
+    if name is None:
+        values.update(_CUSTOM_RECIPE_CHANGES)
+    return values

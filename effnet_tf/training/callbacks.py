@@ -3,7 +3,6 @@ and the progressive-learning scalars (TensorBoard and a JSON-lines progress file
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Callable, Dict, Optional
@@ -11,7 +10,7 @@ from typing import Callable, Dict, Optional
 import keras
 import tensorflow as tf
 
-from effnet_tf.training.checkpointing import CheckpointState
+from effnet_tf.training.checkpoint import CheckpointState
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -181,21 +180,3 @@ def _is_number(value) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-def append_jsonl(path: str, record: dict) -> None:
-    """Appends one JSON line (local or gs://; gs:// has no append, so rewrite)."""
-    line = json.dumps(record, sort_keys=False) + "\n"
-    if "://" in path:
-        old = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
-        with tf.io.gfile.GFile(path, "w") as handle:
-            handle.write(old + line)
-    else:
-        with open(path, "a+", encoding="utf-8") as handle:
-            # A run killed mid-write can leave a partial last line: start on a fresh one.
-            if handle.tell() > 0:
-                handle.seek(handle.tell() - 1)
-                if handle.read(1) != "\n":
-                    line = "\n" + line
-            handle.write(line)
-            handle.flush()

@@ -22,9 +22,9 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from effnet_tf.config.schema import SCHEDULE_MODES as MODES
+from effnet_tf.config.schema import SIZINGS
 from effnet_tf.data.buckets import make_buckets, snap_to_bucket
-
-MODES = ("none", "staged", "random")
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class ScheduleSpec:
             raise ValueError(f"buckets must be a non-empty sorted sequence of sizes, got {self.buckets!r}.")
         if self.mode == "staged" and not 1 <= self.num_stages <= self.epochs:
             raise ValueError(f"num_stages must be in [1, epochs={self.epochs}], got {self.num_stages}.")
-        if self.sizing not in ("paper", "official"):
-            raise ValueError(f"sizing must be 'paper' or 'official', got {self.sizing!r}.")
+        if self.sizing not in SIZINGS:
+            raise ValueError(f"sizing must be one of {SIZINGS}, got {self.sizing!r}.")
         if self.interval < 1:
             raise ValueError(f"random interval must be >= 1 epoch, got {self.interval}.")
 

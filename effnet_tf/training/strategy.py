@@ -14,7 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from effnet_tf.training.config import PRECISIONS, STRATEGIES
+from effnet_tf.config.schema import PRECISIONS, STRATEGIES
 
 log = logging.getLogger(__name__)
 

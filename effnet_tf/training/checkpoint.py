@@ -1,4 +1,4 @@
-"""Checkpoints in ``model_dir``: model, optimizer (slots, EMA, iterations -> LR) and progress.
+"""Checkpoints of a run: model, optimizer (slots, EMA, iterations -> LR) and progress.
 
 ``tf.train.CheckpointManager`` writes the data files first and the ``checkpoint`` index last,
 so a run killed at any moment (SIGKILL, TPU preemption) leaves the previous checkpoint usable.
@@ -10,14 +10,11 @@ pure function of the epoch), so nothing else needs saving.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import tensorflow as tf
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class Progress(tf.Module):
@@ -34,19 +31,21 @@ class Progress(tf.Module):
         return int(self.step.numpy())
 
 
-def checkpoint_dir(model_dir: str) -> str:
-    return os.path.join(model_dir, CHECKPOINT_SUBDIR) if "://" not in model_dir else f"{model_dir.rstrip('/')}/{CHECKPOINT_SUBDIR}"
+def make_checkpoint(model, optimizer, progress: Progress) -> tf.train.Checkpoint:
+    """The object graph every checkpoint of a run holds (training, eval, export and restore
+    all build it here, so they agree on what is saved)."""
+    return tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
 
 
 class CheckpointState:
-    """A ``tf.train.Checkpoint`` of model, optimizer and progress, with its manager."""
+    """A run's checkpoint (``make_checkpoint``) with its manager in ``directory``."""
 
-    def __init__(self, model_dir: str, model, optimizer, progress: Progress, max_to_keep: int = 3,
+    def __init__(self, directory: str, model, optimizer, progress: Progress, max_to_keep: int = 3,
                  io_device: Optional[str] = None):
-        self.directory = checkpoint_dir(model_dir)
+        self.directory = directory
         self.progress = progress
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
+        self.checkpoint = make_checkpoint(model, optimizer, progress)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
         # A remote TPU host cannot write to this machine's disk: do the I/O locally.
         self.options = tf.train.CheckpointOptions(experimental_io_device=io_device) if io_device else None
 
@@ -71,4 +70,3 @@ class CheckpointState:
         if self.latest and self.latest.endswith(f"-{step}"):
             return self.latest
         return self.manager.save(checkpoint_number=step, options=self.options)
-

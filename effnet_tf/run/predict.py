@@ -28,7 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from effnet_tf.export.layout import METADATA_FILE, SAVED_MODEL_DIR  # noqa: E402
 from effnet_tf.export.signatures import looks_like_image  # noqa: E402  (TF only; no model code)
+from effnet_tf.storage.paths import join  # noqa: E402
+from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -38,14 +41,8 @@ class PredictError(Exception):
     """A usage or model problem: reported on one line, exit status 2."""
 
 
-def _join(directory: str, *parts: str) -> str:
-    if "://" in directory:
-        return "/".join([directory.rstrip("/"), *parts])
-    return os.path.join(directory, *parts)
-
-
 def _is_saved_model(path: str) -> bool:
-    return tf.io.gfile.exists(_join(path, SAVED_MODEL_FILE))
+    return tf.io.gfile.exists(join(path, SAVED_MODEL_FILE))
 
 
 def _note(message: str) -> None:
@@ -56,41 +53,43 @@ def resolve_model(path: str, checkpoint: Optional[str] = None) -> Tuple[str, Opt
     """``(saved_model_dir, temporary_dir_to_delete_or_None)`` for ``--model=path``."""
     if not tf.io.gfile.exists(path):
         raise PredictError(f"--model {path!r} does not exist.")
+    run_dir = RunDirectory(path)
     if checkpoint is None:
-        for candidate in (path, _join(path, "saved_model"), _join(path, "export", "saved_model")):
+        in_run = join(run_dir.export, SAVED_MODEL_DIR)
+        for candidate in (path, join(path, SAVED_MODEL_DIR), in_run):
             if _is_saved_model(candidate):
-                if candidate.endswith(_join("export", "saved_model")):
-                    _warn_if_stale(path, candidate)
+                if candidate == in_run:
+                    _warn_if_stale(run_dir, candidate)
                 return candidate, None
-    is_model_dir = tf.io.gfile.exists(_join(path, "config.yaml")) or tf.io.gfile.isdir(_join(path, "checkpoints"))
-    if not is_model_dir:
+    if not run_dir.is_run():
         raise PredictError(
-            f"--model {path!r} holds no SavedModel ({SAVED_MODEL_FILE}, saved_model/ or export/saved_model/) "
-            "and is not a training model_dir (config.yaml, checkpoints/).")
-    from effnet_tf.export.model_dir import export_from_model_dir  # needs the model code
+            f"--model {path!r} holds no SavedModel ({SAVED_MODEL_FILE}, {SAVED_MODEL_DIR}/ or "
+            f"{RunDirectory.EXPORT}/{SAVED_MODEL_DIR}/) and is not a training model_dir "
+            f"({RunDirectory.CONFIG_FILE}, {RunDirectory.CHECKPOINTS}/).")
+    from effnet_tf.run.restore import export_from_model_dir  # needs the model code
 
     temporary = tempfile.mkdtemp(prefix="effnet_predict_")
     try:
         _note(f"no export in {path}; exporting its {'checkpoint ' + checkpoint if checkpoint else 'latest checkpoint'} "
               "to a temporary SavedModel")
-        export_dir = export_from_model_dir(path, _join(temporary, "export"), checkpoint=checkpoint,
+        export_dir = export_from_model_dir(path, join(temporary, "export"), checkpoint=checkpoint,
                                            formats=("saved_model",))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    return _join(export_dir, "saved_model"), temporary
+    return join(export_dir, SAVED_MODEL_DIR), temporary
 
 
-def _warn_if_stale(model_dir: str, saved_model_dir: str) -> None:
-    """Notes when ``model_dir`` has a newer checkpoint than the export was made from."""
-    metadata_path = _join(os.path.dirname(saved_model_dir.rstrip("/")), "metadata.json")
-    latest = tf.train.latest_checkpoint(_join(model_dir, "checkpoints"))
+def _warn_if_stale(run_dir: RunDirectory, saved_model_dir: str) -> None:
+    """Notes when the run has a newer checkpoint than its export was made from."""
+    metadata_path = join(os.path.dirname(saved_model_dir.rstrip("/")), METADATA_FILE)
+    latest = run_dir.latest_checkpoint()
     if not latest or not tf.io.gfile.exists(metadata_path):
         return
     with tf.io.gfile.GFile(metadata_path) as handle:
         exported = (json.load(handle).get("source") or {}).get("checkpoint")
     if exported and os.path.basename(exported) != os.path.basename(latest):
-        _note(f"using {saved_model_dir} (from {os.path.basename(exported)}); {model_dir} has a newer "
+        _note(f"using {saved_model_dir} (from {os.path.basename(exported)}); {run_dir.root} has a newer "
               f"{os.path.basename(latest)}: re-export with `effnet-train --mode=export` to use it")
 
 
@@ -101,7 +100,7 @@ def collect_files(paths: Sequence[str]) -> List[str]:
         if tf.io.gfile.isdir(path):
             found = []
             for directory, _, names in tf.io.gfile.walk(path):
-                found.extend(_join(directory, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+                found.extend(join(directory, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
                 raise PredictError(f"Folder {path!r} holds no {'/'.join(IMAGE_EXTENSIONS)} files.")
             files.extend(sorted(found))
@@ -130,7 +129,7 @@ class Predictor:
         self.class_names = self._class_names()
 
     def _class_names(self) -> Optional[List[str]]:
-        path = _join(os.path.dirname(self.directory.rstrip("/")), "metadata.json")
+        path = join(os.path.dirname(self.directory.rstrip("/")), METADATA_FILE)
         if tf.io.gfile.exists(path):
             with tf.io.gfile.GFile(path) as handle:
                 return json.load(handle).get("class_names")

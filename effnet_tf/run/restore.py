@@ -1,5 +1,6 @@
-"""Export from a training ``model_dir``: rebuild the model from ``config.yaml``, restore a
-checkpoint (model + optimizer, so the EMA of the weights comes back too) and export the EMA weights.
+"""A finished (or running) training run, brought back from its directory: rebuild the model from
+``config.yaml``, restore a checkpoint (model + optimizer, so the EMA of the weights comes back
+too) and export it.
 
 No data is read: only the class names are asked of the data source, and when that fails (the
 data is not reachable from this machine) the labels are the class indices.
@@ -13,83 +14,65 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from effnet_tf.config.io import load_yaml_files
+from effnet_tf.config.schema import EXPORT_FORMATS, ExperimentConfig
 from effnet_tf.export.atomic import check_target
-from effnet_tf.export.bundle import FORMATS, export_all, join
+from effnet_tf.export.bundle import export_all
+from effnet_tf.export.prepare import float32_policy
+from effnet_tf.model.from_config import build_from_config
+from effnet_tf.storage.run_directory import RunDirectory
+from effnet_tf.training.checkpoint import Progress, make_checkpoint
+from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.task import attach_optimizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPORT_SUBDIR = "export"
-
 
 def default_export_dir(model_dir: str) -> str:
-    """``<model_dir>/export`` (its ``saved_model/`` is the trainer's default SavedModel path)."""
-    return join(model_dir, DEFAULT_EXPORT_SUBDIR)
+    """``<model_dir>/export`` (its ``saved_model/`` is a run's default SavedModel path)."""
+    return RunDirectory(model_dir).export
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:
     """The latest checkpoint prefix in ``model_dir`` (None when there is none)."""
-    from effnet_tf.training.checkpointing import checkpoint_dir
-
-    return tf.train.latest_checkpoint(checkpoint_dir(model_dir))
+    return RunDirectory(model_dir).latest_checkpoint()
 
 
-def _find_checkpoint(model_dir: str, checkpoint: Optional[str]) -> str:
-    from effnet_tf.training.checkpointing import checkpoint_dir
-
-    if not tf.io.gfile.isdir(model_dir):
-        raise FileNotFoundError(f"model_dir {model_dir!r} does not exist.")
+def _find_checkpoint(run_dir: RunDirectory, checkpoint: Optional[str]) -> str:
+    if not tf.io.gfile.isdir(run_dir.root):
+        raise FileNotFoundError(f"model_dir {run_dir.root!r} does not exist.")
     if checkpoint:
         if not tf.io.gfile.exists(checkpoint + ".index"):
             raise FileNotFoundError(f"Checkpoint {checkpoint!r} not found (no {checkpoint}.index).")
         return checkpoint
-    path = latest_checkpoint(model_dir)
+    path = run_dir.latest_checkpoint()
     if not path:
         raise FileNotFoundError(
-            f"No checkpoint in {checkpoint_dir(model_dir)!r} (model_dir {model_dir!r}): train first, "
+            f"No checkpoint in {run_dir.checkpoints!r} (model_dir {run_dir.root!r}): train first, "
             "or pass the checkpoint prefix explicitly.")
     return path
 
 
-def load_config(model_dir: str):
-    """The resolved ``ExperimentConfig`` the trainer wrote to ``model_dir/config.yaml``."""
-    from effnet_tf.training import config as config_lib
-    from effnet_tf.training.trainer import CONFIG_FILE
-
-    path = join(model_dir, CONFIG_FILE)
+def load_config(model_dir: str) -> ExperimentConfig:
+    """The resolved ``ExperimentConfig`` the run wrote to ``model_dir/config.yaml``."""
+    path = RunDirectory(model_dir).config_file
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path!r} does not exist: {model_dir!r} is not a training model_dir "
-                                "(the trainer writes its resolved config there).")
-    return config_lib.load_yaml_files([path])
+                                "(a run writes its resolved config there).")
+    return load_yaml_files([path])
 
 
-def build_model_from_config(config) -> keras.Model:
-    """The trainer's model for ``config`` (same builder arguments: logits head, preprocessing
-    inside), in float32 and with plain BatchNorm whatever the training precision was."""
-    import effnet_tf
-    from effnet_tf.export.prepare import _float32_policy
-    from effnet_tf.training.config import model_build_kwargs
-
-    with _float32_policy():
-        return effnet_tf.build_model(**model_build_kwargs(config.model))
+def build_model_from_config(config: ExperimentConfig) -> keras.Model:
+    """The run's model for ``config`` (same builder arguments), in float32 and with plain
+    BatchNorm whatever the training precision was."""
+    with float32_policy():
+        return build_from_config(config.model, for_training=False)
 
 
-def _build_optimizer(config, model: keras.Model):
-    """The trainer's optimizer (same class, EMA and wrapping), built so a restore fills it eagerly."""
-    from effnet_tf.training.optimizer import build_lr_schedule, build_optimizer
-
-    schedule = build_lr_schedule(config.train, config.train.steps_per_epoch)
-    optimizer = build_optimizer(config.train, schedule)
-    if config.runtime.precision == "mixed_float16":  # Keras' compile wraps it there
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer)
-    getattr(optimizer, "inner_optimizer", optimizer).build(model.trainable_variables)
-    return optimizer
-
-
-def class_names_of(config) -> Optional[List[str]]:
+def class_names_of(config: ExperimentConfig) -> Optional[List[str]]:
     """The data source's class names (None when it has none or cannot be reached)."""
     try:
-        from effnet_tf.training.trainer import open_source
+        from effnet_tf.data.from_config import open_source
 
         names = open_source(config.data).class_names
     except Exception as error:  # the data may live where this machine cannot read it
@@ -109,14 +92,13 @@ def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> 
     ``info`` has ``checkpoint`` and ``global_step``. Raises ``FileNotFoundError`` naming the
     directory when there is no checkpoint.
     """
-    from effnet_tf.training.checkpointing import Progress
-
-    path = _find_checkpoint(model_dir, checkpoint)
+    run_dir = RunDirectory(model_dir)
+    path = _find_checkpoint(run_dir, checkpoint)
     config = load_config(model_dir)
     model = build_model_from_config(config)
-    optimizer = _build_optimizer(config, model)
+    attach_optimizer(model, config, config.train.steps_per_epoch)
     progress = Progress(config.train.steps_per_epoch)
-    status = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress).restore(path)
+    status = make_checkpoint(model, model.optimizer, progress).restore(path)
     # Every weight, slot and EMA variable built here must come from the checkpoint.
     status.assert_existing_objects_matched()
     status.expect_partial()
@@ -128,7 +110,7 @@ def export_from_model_dir(
     export_dir: Optional[str] = None,
     *,
     checkpoint: Optional[str] = None,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = EXPORT_FORMATS,
     image_size: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,
@@ -138,18 +120,16 @@ def export_from_model_dir(
     """Exports the latest checkpoint of a training ``model_dir`` with ``export_all``.
 
     Args:
-        model_dir: the trainer's directory (``config.yaml`` + ``checkpoints/``), local or gs://.
+        model_dir: the run's directory (``config.yaml`` + ``checkpoints/``), local or gs://.
         export_dir: default ``<model_dir>/export``.
         checkpoint: a checkpoint prefix (default: the latest in ``model_dir``).
-        image_size: default the config's ``eval.image_size``.
+        image_size: default the run's ``eval.image_size`` (from its config.yaml).
         class_names: default the data source's class names, when it can be reached.
         use_ema: export the EMA of the weights when the run kept one (the recipe's choice).
         formats, top_k, overwrite: as ``export_all``.
     Returns:
         ``export_dir``.
     """
-    from effnet_tf.training.optimizer import ema_weights
-
     export_dir = export_dir or default_export_dir(model_dir)
     check_target(export_dir, overwrite)  # before the (slow) restore
     model, config, info = restore_from_model_dir(model_dir, checkpoint)

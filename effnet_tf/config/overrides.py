@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
-from effnet_tf.training import config as config_lib
+from effnet_tf.config import schema
 
 
 class ConfigKeyError(KeyError, ValueError):
@@ -71,6 +71,9 @@ def flatten(values: Dict[str, Any], source: str = "config") -> List[Tuple[str, A
         if isinstance(body, dict):
             for name, value in body.items():
                 pairs.append((f"{section}.{name}", value))
+        elif section in schema.SECTIONS:
+            raise TypeError(f"Config section {section!r} (from {source}) must be a mapping of keys "
+                            f"(e.g. {section}:\n  key: value), got {body!r}.")
         else:
             pairs.append((str(section), body))  # reported as an unknown key below
     return pairs
@@ -78,7 +81,7 @@ def flatten(values: Dict[str, Any], source: str = "config") -> List[Tuple[str, A
 
 def closest_keys(key: str, n: int = 5) -> List[str]:
     """The valid dotted keys closest to ``key`` (whole key first, then same leaf name)."""
-    keys = config_lib.valid_keys()
+    keys = schema.valid_keys()
     close = difflib.get_close_matches(key, keys, n=n, cutoff=0.5)
     leaf = key.rsplit(".", 1)[-1]
     leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
@@ -173,15 +176,15 @@ def _exact(value, annotation) -> bool:
 
 def apply_overrides(config, pairs, source: str = "--params_override"):
     """Applies ``[(dotted_key, value), ...]`` to ``config`` in place (and returns it)."""
-    types = config_lib.field_types()
-    fields = dict(config_lib.config_fields())
+    types = schema.field_types()
+    fields = dict(schema.config_fields())
     for key, value in pairs:
         if key not in types:
             close = closest_keys(key)
             hint = f" Closest valid keys: {', '.join(close)}." if close else ""
             raise ConfigKeyError(
                 f"Unknown config key {key!r} (from {source}).{hint} "
-                f"Sections: {', '.join(config_lib._SECTIONS)}."
+                f"Sections: {', '.join(schema.SECTIONS)}."
             )
         annotation = types[key]
         try:

@@ -1,0 +1,14 @@
+"""The layout of an export directory (what ``export_all`` writes), with no heavy imports, so
+readers of an export (``effnet-predict``) need not load the exporters.
+
+    saved_model/                  SavedModel (serving_default, predict_pixels, predict_pixels_uint8)
+    model.keras                   Keras 3 file for fine-tuning (needs `import effnet_tf`)
+    model_float32.tflite          TFLite, float32
+    model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
+    metadata.json                 variant, image size, class names, input note, versions
+"""
+
+SAVED_MODEL_DIR = "saved_model"
+KERAS_FILE = "model.keras"
+TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
+METADATA_FILE = "metadata.json"

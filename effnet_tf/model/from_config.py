@@ -1,0 +1,46 @@
+"""A model from a resolved ``ModelConfig`` (``effnet_tf.config``): the one place that turns the
+config's model section into ``build_model`` arguments, for training and for rebuilding a run's
+model to restore or export it. Duck-typed: any object with the section's fields works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import keras
+
+from effnet_tf.model.efficientnet import build_model
+from effnet_tf.model.keras_weights import load_keras_applications_weights
+
+
+def build_kwargs(model_config) -> Dict[str, Any]:
+    """``build_model`` arguments of a resolved model config: a logits head (the loss applies the
+    softmax) and the input normalization inside the model."""
+    m = model_config
+    return dict(
+        name=m.name, num_classes=m.num_classes, blocks=m.blocks, width=m.width, depth=m.depth,
+        dropout_rate=m.dropout_rate, drop_connect_rate=m.drop_connect_rate,
+        classifier_activation=None, include_preprocessing=True,
+    )
+
+
+def build_from_config(model_config, *, for_training: bool = True) -> keras.Model:
+    """The model of ``model_config``; ``for_training`` adds synchronized BatchNorm when configured
+    (a rebuilt model for export or evaluation on one device wants plain BatchNorm)."""
+    synchronized = bool(model_config.sync_batch_norm) and for_training
+    return build_model(**build_kwargs(model_config), batchnorm_synchronized=synchronized or None)
+
+
+def load_initial_weights(model: keras.Model, weights: str) -> Dict[str, int]:
+    """Copies ``weights`` ('imagenet' from keras.applications, or a .h5/.weights.h5 file) into
+    ``model``, all but a mismatched classifier head; returns the copy counts."""
+    if weights == "imagenet":
+        spec = getattr(model, "variant", None)
+        if spec is None or not spec.keras_application:
+            name = spec.name if spec is not None else "custom blocks"
+            raise ValueError(f"model.weights='imagenet' needs a variant with keras.applications weights; "
+                             f"{name!r} has none.")
+        source = getattr(keras.applications, spec.keras_application)(weights="imagenet", include_top=False)
+    else:
+        source = weights
+    return load_keras_applications_weights(model, source, skip_mismatched_head=True)

@@ -1,0 +1,201 @@
+"""The driver of one experiment: strategy first, then source, plan, components and loop; the mode
+dispatch (train / train_and_eval / eval / export), the end-of-run evaluation and export, and
+what the console and ``progress.jsonl`` say about the run as a whole.
+
+    Driver(config).run()
+
+Everything below this module (``training``, ``export``) is usable on its own; this is where a
+run directory, a training loop and an export meet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import tensorflow as tf
+
+from effnet_tf.config.schema import MODES, ExperimentConfig
+from effnet_tf.data.from_config import open_source
+from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
+from effnet_tf.storage import paths
+from effnet_tf.training.loop import TrainingLoop
+from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.plan import Plan, make_plan
+from effnet_tf.training.strategy import create_strategy, is_tpu_strategy
+from effnet_tf.training.task import build_components
+
+
+def say(message: str) -> None:
+    """A user-facing console line."""
+    print(message, flush=True)
+
+
+class Driver:
+    """One experiment: ``Driver(config).run()`` runs ``runtime.mode`` of ``config``.
+
+    ``strategy`` defaults to ``runtime.strategy`` (created before anything else touches
+    TensorFlow); ``say`` prints user-facing lines.
+    """
+
+    def __init__(self, config: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None,
+                 say: Callable[[str], None] = say):
+        self.say = say
+        self.strategy = strategy or create_strategy(config.runtime.strategy, config.runtime.tpu)
+        self.source = open_source(config.data)
+        self.plan: Plan = make_plan(
+            config, num_classes=getattr(self.source, "num_classes", None),
+            train_examples=self.source.num_examples(config.data.train_split),
+            num_replicas=self.strategy.num_replicas_in_sync, on_tpu=is_tpu_strategy(self.strategy),
+        )
+        components = build_components(self.plan, self.strategy)
+        if components.initial_weights is not None:
+            say(f"Initial weights from {self.plan.config.model.weights}: {components.initial_weights}")
+        self.loop = TrainingLoop(self.plan, self.strategy, self.source, components, say=say)
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.plan.config
+
+    @property
+    def model(self):
+        return self.loop.model
+
+    def _record(self, record: dict) -> None:
+        self.loop.record(record)
+
+    # -----------------------------------------------------------------------------------------
+    # Modes
+
+    def run(self) -> Dict[str, Any]:
+        """Runs ``runtime.mode``."""
+        mode = self.config.runtime.mode
+        if mode == "train":
+            return self.train(evaluate=False)
+        if mode == "train_and_eval":
+            return self.train(evaluate=True)
+        if mode == "eval":
+            return self.evaluate_checkpoint()
+        if mode == "export":
+            return {"saved_model": self.export_checkpoint()}
+        raise ValueError(f"runtime.mode={mode!r} is not one of {MODES}.")
+
+    def train(self, evaluate: Optional[bool] = None) -> Dict[str, Any]:
+        """Trains (resuming from the latest checkpoint), then evaluates and exports as configured.
+
+        Returns a summary dict (final eval metrics, paths, epochs, compile count).
+        """
+        plan, c, run_dir = self.plan, self.config, self.plan.run_dir
+        if run_dir is None:
+            raise ValueError("runtime.model_dir (--model_dir) is required for training.")
+        evaluate = c.runtime.mode == "train_and_eval" if evaluate is None else evaluate
+        run_dir.create()
+        restored = self.loop.restore()
+        start_step = self.loop.global_step
+        if start_step >= plan.total_steps:
+            self.say(f"Training already complete in {run_dir.root}: global step {start_step} of "
+                     f"{plan.total_steps} ({plan.epochs} epochs). Nothing to train.")
+            return self._finish(evaluate, already_complete=True)
+
+        from effnet_tf.config.io import to_yaml
+
+        config_path = run_dir.write_config(to_yaml(c))
+        epoch, in_epoch = divmod(start_step, plan.steps_per_epoch)
+        current = plan.stage_at_epoch(epoch)
+        self.say(f"effnet_tf: {c.model.name or 'custom blocks'} on {c.data.name} | {plan.num_replicas} replica(s) "
+                 f"({type(self.strategy).__name__}) | precision {c.runtime.precision} | global batch "
+                 f"{c.train.global_batch_size} | {plan.epochs} epochs x {plan.steps_per_epoch} steps | progressive "
+                 f"{c.progressive.mode} ({len(plan.stages)} stage(s), sizes {plan.sizes})")
+        if config_path:
+            self.say(f"Config written to {config_path}")
+        if restored:
+            self.say(f"Resuming from {restored}: global step {start_step}, epoch {epoch + 1} (step {in_epoch} of it), "
+                     f"stage {current.index + 1}/{len(plan.stages)}")
+        self._record({"event": "run_start", "resumed_from": restored, "global_step": start_step,
+                      "epoch": epoch, "step_in_epoch": in_epoch, "stage": current.index,
+                      "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch})
+        self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end")
+        return self._finish(evaluate)
+
+    def _finish(self, evaluate: bool, already_complete: bool = False) -> Dict[str, Any]:
+        plan, c, loop = self.plan, self.config, self.loop
+        results: Dict[str, Any] = {
+            "epochs": loop.global_step // plan.steps_per_epoch,
+            "global_step": loop.global_step,
+            "train_functions": loop.train_cache.trace_count,
+            "checkpoint": loop.checkpoint.latest,
+            "tensorboard": plan.run_dir.logs,
+            "already_complete": already_complete,
+        }
+        if evaluate:
+            # The last epoch's evaluation during training is the final one; else evaluate now.
+            evaluated_last = loop.last_eval is not None and plan.should_evaluate(plan.epochs - 1)
+            results["eval"] = loop.last_eval if (evaluated_last and not already_complete) else loop.evaluate()
+        if c.export.enabled and plan.export_dir:
+            finished = paths.exists(paths.join(plan.export_dir, SAVED_MODEL_DIR, "saved_model.pb"))
+            results["saved_model"] = plan.export_dir if (already_complete and finished) else self.export()
+        self._record(dict(event="run_end", **{k: v for k, v in results.items() if k != "eval"},
+                          **{f"eval_{k}": v for k, v in (results.get("eval") or {}).items()}))
+        self._print_summary(results)
+        return results
+
+    def _print_summary(self, results: Dict[str, Any]) -> None:
+        c = self.config
+        lines = ["", f"Done: {results['epochs']} epochs, {results['global_step']} steps, "
+                     f"{results['train_functions']} compiled train function(s) this session."]
+        if "eval" in results:
+            e = results["eval"]
+            weights = "EMA weights" if e.get("ema") else "trained weights"
+            top5 = f"top-5 {e.get('top5', float('nan')):.4f}, " if c.model.num_classes > 5 else ""
+            lines.append(f"Eval accuracy ({c.data.eval_split}, {self.plan.eval_size} px, {weights}): "
+                         f"top-1 {e.get('top1', float('nan')):.4f}, {top5}loss {e.get('loss', float('nan')):.4f}")
+        lines.append(f"Checkpoint:  {results['checkpoint']}")
+        lines.append(f"TensorBoard: tensorboard --logdir {results['tensorboard']}")
+        if results.get("saved_model"):
+            lines.append(f"SavedModel:  {paths.join(results['saved_model'], SAVED_MODEL_DIR)}  "
+                         "(and .keras/TFLite beside it)")
+        self.say("\n".join(lines))
+
+    def export(self, overwrite: bool = True) -> Optional[str]:
+        """Writes ``export.formats`` of the current (EMA, if configured) weights to ``export.dir``
+        at the plan's eval size, atomically. The end-of-training export replaces an earlier one;
+        ``--mode=export`` passes ``export.overwrite``."""
+        plan, c = self.plan, self.config
+        if not plan.export_dir:
+            return None
+        options = tf.saved_model.SaveOptions(experimental_io_device="/job:localhost") if plan.on_tpu else None
+        checkpoint = self.loop.checkpoint.latest if self.loop.checkpoint else None
+        with ema_weights(self.model, enabled=c.export.use_ema):
+            return export_all(
+                self.model, plan.export_dir, formats=tuple(c.export.formats), image_size=plan.eval_size,
+                class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
+                metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
+            )
+
+    def evaluate_checkpoint(self, checkpoint: Optional[str] = None) -> Dict[str, float]:
+        """``--mode=eval``: restores ``checkpoint`` (default: eval.checkpoint or the latest) and evaluates."""
+        c, loop = self.config, self.loop
+        path = checkpoint or c.eval.checkpoint or (loop.checkpoint.latest if loop.checkpoint else None)
+        if not path:
+            where = self.plan.run_dir.checkpoints if self.plan.run_dir else "(no --model_dir)"
+            raise FileNotFoundError(f"--mode=eval: no checkpoint found in {where}; pass eval.checkpoint or train first.")
+        loop.restore(path)
+        results = loop.evaluate(verbose=c.runtime.verbose)
+        results["checkpoint"] = path
+        self.say(f"Eval of {path} ({c.data.eval_split}, {self.plan.eval_size} px, "
+                 f"{'EMA' if results['ema'] else 'trained'} weights): top-1 {results['top1']:.4f}, "
+                 f"top-5 {results['top5']:.4f}, loss {results['loss']:.4f}")
+        self._record(dict(event="eval", **results))
+        return results
+
+    def export_checkpoint(self) -> str:
+        """``--mode=export``: restores the latest checkpoint and writes the export."""
+        loop = self.loop
+        path = loop.checkpoint.latest if loop.checkpoint else None
+        if not path:
+            where = self.plan.run_dir.checkpoints if self.plan.run_dir else "(no --model_dir)"
+            raise FileNotFoundError(f"--mode=export: no checkpoint in {where}.")
+        loop.restore(path)
+        out = self.export(overwrite=self.config.export.overwrite)
+        self.say(f"Exported {path} ({', '.join(self.config.export.formats)}): {out}")
+        return out
+

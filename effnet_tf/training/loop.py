@@ -1,0 +1,179 @@
+"""The training loop: the plan's remaining stages, one ``model.fit`` each, with the callbacks.
+
+Each stage sets its regularization, builds its dataset at the planned size and calls ``fit``
+under that size's one compiled program (``TrainFunctionCache``); ``initial_epoch``/``epochs``
+keep epoch numbers global, and a run resumed mid-epoch first finishes that epoch. Where a run
+starts is the restored global step alone: the stage is recomputed from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from effnet_tf.model.regularization import set_regularization
+from effnet_tf.training import schedule as schedule_lib
+from effnet_tf.training.callbacks import PeriodicEvaluation, ProgressCheckpoint, ProgressiveLogger
+from effnet_tf.training.compile_cache import TestFunctionCache, TrainFunctionCache
+from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.plan import Plan
+from effnet_tf.training.task import Components, eval_dataset_fn, train_dataset_fn
+
+
+def tensorboard_available() -> bool:
+    """tf.summary needs the ``tensorboard`` package (TF 2.21 no longer installs it)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that this plan cannot continue (e.g. another number of steps per epoch)."""
+
+
+class TrainingLoop:
+    """Trains ``components`` through ``plan`` on ``strategy`` with data from ``source``.
+
+    ``say`` prints a user-facing line (the stage headers).
+    """
+
+    def __init__(self, plan: Plan, strategy: tf.distribute.Strategy, source, components: Components,
+                 say: Callable[[str], None] = print):
+        self.plan = plan
+        self.strategy = strategy
+        self.source = source
+        self.model = components.model
+        self.progress = components.progress
+        self.checkpoint = components.checkpoint
+        self.say = say
+        self.train_cache = TrainFunctionCache(self.model, jit_compile=plan.jit_compile)
+        self.test_cache = TestFunctionCache(self.model)
+        self.last_eval: Optional[Dict[str, float]] = None  # the latest evaluation during training
+
+    @property
+    def optimizer(self):
+        return getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+
+    @property
+    def global_step(self) -> int:
+        return self.progress.global_step
+
+    def record(self, record: dict) -> None:
+        if self.plan.run_dir is not None:
+            self.plan.run_dir.record(record)
+
+    # -----------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def restore(self, path: Optional[str] = None) -> Optional[str]:
+        """Restores ``path`` (default: the latest checkpoint); returns what was restored."""
+        if self.checkpoint is None:
+            if path:
+                from effnet_tf.training.checkpoint import make_checkpoint
+
+                make_checkpoint(self.model, self.model.optimizer, self.progress).restore(path).expect_partial()
+            return path
+        path = self.checkpoint.restore(path)
+        saved = int(self.progress.steps_per_epoch.numpy())
+        if path and saved != self.plan.steps_per_epoch:
+            raise CheckpointMismatchError(
+                f"The checkpoint {path} was written with {saved} steps per epoch, this config has "
+                f"{self.plan.steps_per_epoch} (train.global_batch_size / train.steps_per_epoch changed). Use a new "
+                "--model_dir or the original settings."
+            )
+        return path
+
+    # -----------------------------------------------------------------------------------------
+    # Data and evaluation
+
+    def train_dataset(self, stage: schedule_lib.Stage, start_epoch: int):
+        """The distributed training dataset of ``stage`` (repeats forever)."""
+        return self.strategy.distribute_datasets_from_function(
+            train_dataset_fn(self.plan, self.source, stage, start_epoch))
+
+    def eval_dataset(self):
+        """The distributed evaluation dataset at the plan's eval size."""
+        return self.strategy.distribute_datasets_from_function(eval_dataset_fn(self.plan, self.source))
+
+    def evaluate(self, verbose: int = 0, use_ema: Optional[bool] = None) -> Dict[str, float]:
+        """top-1/top-5/loss on the eval split at the eval size; the EMA weights when ``use_ema``
+        (default ``eval.use_ema``) and the run keeps an EMA. ``ema`` says which weights were used."""
+        c = self.plan.config
+        use_ema = c.eval.use_ema if use_ema is None else use_ema
+        with ema_weights(self.model, enabled=use_ema) as used_ema:
+            results = self.test_cache.evaluate(self.plan.eval_size, self.eval_dataset(), steps=c.eval.steps,
+                                               verbose=verbose)
+        results = {k: float(v) for k, v in results.items()}
+        results["ema"] = float(used_ema)
+        return results
+
+    # -----------------------------------------------------------------------------------------
+    # Training
+
+    def _learning_rate(self) -> float:
+        return float(self.optimizer.learning_rate)
+
+    def callbacks(self, evaluate_during: bool) -> List[keras.callbacks.Callback]:
+        """Checkpoint + NaN stop, periodic evaluation, progressive scalars, TensorBoard."""
+        c, run_dir = self.plan.config, self.plan.run_dir
+        use_tensorboard = c.runtime.tensorboard and tensorboard_available() and run_dir is not None and run_dir.writer
+        if c.runtime.tensorboard and not tensorboard_available():
+            self.say("TensorBoard logs disabled: the `tensorboard` package is not installed (pip install tensorboard).")
+        self.progress_callback = ProgressCheckpoint(self.checkpoint, self.plan.steps_per_epoch,
+                                                    c.runtime.checkpoint_every_steps)
+        self.logger = ProgressiveLogger(
+            run_dir.path(run_dir.LOGS, "progressive") if use_tensorboard else None,
+            c.train.global_batch_size, lambda: self.train_cache.trace_count, self._learning_rate, self.record,
+        )
+        callbacks: List[keras.callbacks.Callback] = [self.progress_callback]
+        if evaluate_during:
+            self.evaluation_callback = PeriodicEvaluation(self._evaluate_during, self.plan.should_evaluate)
+            callbacks.append(self.evaluation_callback)
+        callbacks.append(self.logger)
+        if use_tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(run_dir.logs, write_graph=False, update_freq="epoch",
+                                                         profile_batch=0))
+        return callbacks
+
+    def _evaluate_during(self) -> Dict[str, float]:
+        self.last_eval = self.evaluate()
+        return self.last_eval
+
+    def train(self, evaluate_during: bool = False) -> Dict[str, Any]:
+        """Runs every stage from the current global step to the end of the plan.
+
+        ``evaluate_during``: evaluate after the epochs ``eval.frequency`` names. Returns
+        ``{"global_step", "epochs", "train_functions"}``.
+        """
+        plan = self.plan
+        epoch, in_epoch = divmod(self.global_step, plan.steps_per_epoch)
+        callbacks = self.callbacks(evaluate_during)
+        verbose = plan.config.runtime.verbose
+        for stage in plan.stages:
+            if stage.end_epoch <= epoch:
+                continue
+            set_regularization(self.model, dropout_rate=stage.dropout_rate, drop_connect_rate=stage.drop_connect_rate)
+            self.logger.set_stage(stage)
+            self.say(schedule_lib.describe(stage, len(plan.stages), self.train_cache.trace_count))
+            self.record(dict(stage.to_dict(), event="stage", resumed_at_epoch=epoch,
+                             train_functions=self.train_cache.trace_count))
+            dataset = self.train_dataset(stage, epoch)
+            with self.train_cache.use(stage.image_size):
+                if in_epoch:  # finish the interrupted epoch with its remaining steps
+                    self.progress_callback.begin_segment(in_epoch)
+                    self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                                   steps_per_epoch=plan.steps_per_epoch - in_epoch, callbacks=callbacks,
+                                   verbose=verbose, shuffle=False)
+                    epoch, in_epoch = epoch + 1, 0
+                if epoch < stage.end_epoch:
+                    self.progress_callback.begin_segment(0)
+                    self.model.fit(dataset, initial_epoch=epoch, epochs=stage.end_epoch,
+                                   steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                                   shuffle=False)
+                    epoch = stage.end_epoch
+        return {"global_step": self.global_step, "epochs": self.global_step // plan.steps_per_epoch,
+                "train_functions": self.train_cache.trace_count}

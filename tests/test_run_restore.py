@@ -1,0 +1,87 @@
+"""A training run brought back from its directory: rebuild from config.yaml, restore the
+checkpoint with its EMA, export it, and ``effnet-predict`` on a run directory (the real driver,
+a few steps on synthetic data; references from tests/test_export.py's helpers)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from effnet_tf import run
+from effnet_tf.export import bundle
+from test_export import BLOCKS, images, reference_pixels  # noqa: F401  (images is a fixture)
+
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from effnet_tf import config as config_lib
+    from effnet_tf.run.driver import Driver
+
+    model_dir = str(tmp_path_factory.mktemp("run") / "model_dir")
+    config = config_lib.from_dict({
+        "model": {"name": None, "blocks": BLOCKS, "width": 0.5, "depth": 0.5},
+        "data": {"name": "synthetic", "num_classes": 3, "train_examples": 64, "eval_examples": 16},
+        "train": {"epochs": 2, "global_batch_size": 16, "image_size": 32, "ema_decay": 0.9,
+                  "base_learning_rate": 0.05, "warmup_epochs": 0},
+        "eval": {"image_size": 32, "frequency": "end"},
+        "export": {"enabled": False},
+        "runtime": {"mode": "train", "model_dir": model_dir, "tensorboard": False, "verbose": 0,
+                    "strategy": "default"},
+    })
+    driver = Driver(config)
+    driver.run()
+    return driver
+
+
+def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_path):
+    from effnet_tf.training.optimizer import ema_weights
+
+    trainer = trained_run
+    pixels = np.stack([reference_pixels(data, 32) for _, data, _ in images])
+    with ema_weights(trainer.model) as used:
+        assert used
+        ema = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
+    raw = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
+    assert np.abs(ema - raw).max() > 1e-3  # the test can tell the two apart
+
+    target = run.export_from_model_dir(trainer.config.runtime.model_dir, str(tmp_path / "export"),
+                                          formats=("saved_model",))
+    meta = bundle.read_metadata(target)
+    assert meta["source"]["checkpoint"].endswith("ckpt-8") and meta["source"]["global_step"] == 8
+    assert meta["source"]["ema"] is True
+    assert meta["image_size"] == 32  # the config's eval size
+    assert meta["class_names"] == trainer.source.class_names
+    loaded = tf.saved_model.load(os.path.join(target, "saved_model"))
+    got = loaded.signatures["serving_default"](image_bytes=tf.constant([d for _, d, _ in images]))
+    np.testing.assert_allclose(got["probabilities"].numpy(), ema, atol=1e-5)
+    # The trainer's model keeps its trained weights (the EMA was swapped back).
+    np.testing.assert_allclose(tf.nn.softmax(trainer.model(pixels, training=False)).numpy(), raw, atol=0)
+
+
+def test_model_dir_without_checkpoint_says_so(tmp_path):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*empty_run"):
+        run.export_from_model_dir(str(empty))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run.export_from_model_dir(str(tmp_path / "missing"))
+    assert not (empty / "export").exists()
+
+
+def test_predict_cli_on_a_training_model_dir(trained_run, images, capsys):
+    from effnet_tf.run import predict
+
+    model_dir = trained_run.config.runtime.model_dir
+    assert not os.path.exists(os.path.join(model_dir, "export"))
+    # No export yet: exported on the fly to a temporary directory (EMA weights).
+    assert predict.main(["--model", model_dir, "--json", images[0][0]]) == 0
+    on_the_fly = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert not os.path.exists(os.path.join(model_dir, "export"))
+    # With an export under model_dir/export it is used as it is.
+    run.export_from_model_dir(model_dir, formats=("saved_model",))
+    assert predict.main(["--model", model_dir, "--json", images[0][0]]) == 0
+    from_export = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert [p["label"] for p in on_the_fly] == [p["label"] for p in from_export]
+    np.testing.assert_allclose([p["score"] for p in on_the_fly], [p["score"] for p in from_export], atol=1e-6)
