@@ -33,6 +33,11 @@ from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
 FLAGS = flags.FLAGS
 
+#: Exit codes of ``effnet-train`` (docs/troubleshooting.md, docs/tpu.md).
+EXIT_BAD_INPUT = 2  # configuration, flags, missing files: fix the input, then run again
+EXIT_NON_FINITE = 3  # the loss became NaN/inf; the last good checkpoint is kept
+EXIT_PREEMPTED = 75  # SIGTERM: a checkpoint was saved at that step; run the same command to resume
+
 
 def define_flags() -> None:
     """Defines the driver's flags (idempotent)."""
@@ -123,6 +128,7 @@ def main(argv: Sequence[str]) -> None:
     if not FLAGS["verbosity"].present:  # keep the console to the progress bar and our summary
         absl_logging.set_verbosity(absl_logging.WARNING)
     from effnet_tf.training.callbacks import NonFiniteLossError
+    from effnet_tf.training.preemption import Preempted
     from effnet_tf.training.strategy import TPUUnavailableError
 
     try:
@@ -130,15 +136,18 @@ def main(argv: Sequence[str]) -> None:
     except (ValueError, TypeError, KeyError, FileNotFoundError, TPUUnavailableError) as error:
         # Configuration and set-up errors: one clear line, no traceback.
         print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         driver.run()
     except FileNotFoundError as error:  # --mode=eval/export without a checkpoint
         print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     except NonFiniteLossError as error:
         print(f"effnet-train: training stopped: {error}", file=sys.stderr, flush=True)
-        sys.exit(3)
+        sys.exit(EXIT_NON_FINITE)
+    except Preempted as stop:
+        print(f"effnet-train: preempted: {stop} (exit code {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
 
 
 def run() -> None:

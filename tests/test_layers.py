@@ -210,3 +210,32 @@ def test_fused_batch_norm_bfloat16_inference_matches_keras():
     y = ours_bf16(x, training=False)
     assert y.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(y, tf.float32), reference(x, training=False), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "keras_ops"])
+def test_batch_norm_statistics_are_averaged_over_replicas(fused):
+    """Each replica updates its own moving statistics; any read across replicas (checkpoint,
+    evaluation, get_weights, export) sees their mean, so every worker saves the same values."""
+    from effnet_tf.blocks.batch_norm import FusedBatchNormalization, fused_batch_norm
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPUs (tests/conftest.py)")
+    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    with strategy.scope():
+        layer = FusedBatchNormalization(momentum=0.0)  # moving statistics = the last batch's
+        layer.build((None, 2, 2, 1))
+    # Replica r sees a constant batch of value 1 + 2r: batch means 1 and 3, the average is 2.
+    batches = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.fill((4, 2, 2, 1), 1.0 + 2.0 * context.replica_id_in_sync_group))
+
+    @tf.function
+    def step(x):
+        strategy.run(lambda v: layer(v, training=True), args=(x,))
+
+    with fused_batch_norm(fused):
+        step(batches)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), [2.0], rtol=1e-6)
+    np.testing.assert_allclose(layer.get_weights()[2], [2.0], rtol=1e-6)
+    local = [v.numpy() for v in strategy.experimental_local_results(layer.moving_mean.value)]
+    np.testing.assert_allclose(np.ravel(local), [1.0, 3.0], rtol=1e-6)  # kept per replica

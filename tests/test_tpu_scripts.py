@@ -824,6 +824,39 @@ def test_vm_run_one_session_at_a_time_status_and_stop(fake_vm, with_tmux):
             run_on_vm(home, path, "tmux kill-server 2>/dev/null; true")
 
 
+@pytest.mark.parametrize("last_exit, restarted, returncode, message", [
+    (75, True, 0, "was preempted (exit 75): restarting"),
+    (137, True, 0, "stopped with status 137: restarting"),
+    (0, False, 0, "finished (exit 0); nothing to restart"),
+    (2, False, 4, "last exited with status 2"),
+    (3, False, 4, "last exited with status 3"),
+])
+def test_vm_run_if_idle_restarts_only_a_stopped_run(fake_vm, last_exit, restarted, returncode, message):
+    """What resume.sh's `train.sh --if-idle` does with the driver's exit code (docs/tpu.md)."""
+    home, tools = fake_vm
+    start = "cd effnet_tf && bash tpu_scripts/vm_run.sh --session=train --log=logs/train.log -- effnet-train"
+    log = home / "effnet_tf" / "logs" / "train.log"
+    assert run_on_vm(home, tools, start, env={"FAKE_EXIT": str(last_exit)}).returncode == 0
+    wait_for(lambda: log.exists() and f"exited with status {last_exit}" in log.read_text(), "the first run")
+    (home / "argv.json").unlink()
+    again = run_on_vm(home, tools, start.replace("--log", "--if-idle --log"))
+    assert again.returncode == returncode, again.stderr
+    assert message in again.stdout + again.stderr
+    if restarted:
+        wait_for(lambda: (home / "argv.json").exists(), "the restarted driver")
+    else:
+        time.sleep(0.5)
+        assert not (home / "argv.json").exists()
+
+
+def test_vm_run_knows_the_drivers_exit_codes():
+    from effnet_tf import main
+
+    text = (SCRIPTS / "vm_run.sh").read_text()
+    for name in ("EXIT_BAD_INPUT", "EXIT_NON_FINITE", "EXIT_PREEMPTED"):
+        assert f"{name}={getattr(main, name)}\n" in text, name
+
+
 def test_vm_run_foreground_passes_output_and_exit_status(fake_vm):
     home, tools = fake_vm
     result = run_on_vm(home, tools, "cd effnet_tf && bash tpu_scripts/vm_run.sh --session=eval "

@@ -165,7 +165,8 @@ resolve_accelerator() {
       ;;
     v4-* | v5e-* | v5litepod-*)
       die "ACCELERATOR_TYPE=$requested is a multi-host slice; these scripts drive one TPU host" \
-        "(effnet-train --tpu=local): use v4-8, v5e-8 (= v5litepod-8), v5e-4 or v5e-1"
+        "(effnet-train --tpu=local): use v4-8, v5e-8 (= v5litepod-8), v5e-4 or v5e-1" \
+        "(pod slices: see 'Pod slices' in docs/tpu.md)"
       ;;
     *)
       die "unknown ACCELERATOR_TYPE='$requested'; allowed: v4-8, v5e-8 (= v5litepod-8)," \

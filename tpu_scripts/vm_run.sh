@@ -19,7 +19,10 @@ usage() {
 
 Start CMD detached in tmux session NAME (or under nohup when tmux is missing), appending its
 output to FILE. ~/.local/bin (where pip puts effnet-train) is added to PATH.
-  --if-idle     if NAME is already running, leave it alone and exit 0 (else: error, exit 3)
+  --if-idle     if NAME is already running, leave it alone and exit 0 (else: error, exit 3);
+                if it is not running, restart it only if its last run was stopped (effnet-train
+                exit 75 = preempted, or killed), not if it finished (0: exit 0) or failed on
+                its input or a non-finite loss (2, 3: exit 4, a person has to look)
   --foreground  run CMD in this shell instead, showing its output and appending it to FILE
   --status      say whether NAME is running; exit 0 if it is, 1 if not
   --stop        stop NAME (the training driver resumes from its last checkpoint next time)
@@ -66,6 +69,11 @@ done
 export PATH="$HOME/.local/bin:$PATH"
 PID_FILE="$RUN_DIR/$SESSION.pid"
 LAUNCHER="$RUN_DIR/$SESSION.sh"
+STATUS_FILE="$RUN_DIR/$SESSION.status"  # the exit status of the session's last run
+# effnet-train's exit codes (effnet_tf/main.py EXIT_*).
+EXIT_BAD_INPUT=2
+EXIT_NON_FINITE=3
+EXIT_PREEMPTED=75
 
 have_tmux() { command -v tmux >/dev/null 2>&1; }
 
@@ -116,6 +124,26 @@ if is_running; then
   exit 3
 fi
 
+if [[ "$IF_IDLE" == 1 && -f "$STATUS_FILE" ]]; then
+  last="$(<"$STATUS_FILE")"
+  case "$last" in
+    0)
+      printf '%s: session %s finished (exit 0); nothing to restart\n' "$NAME" "$SESSION"
+      exit 0
+      ;;
+    "$EXIT_BAD_INPUT" | "$EXIT_NON_FINITE")
+      printf '%s: error: session %s last exited with status %s (%s=bad input, %s=non-finite loss): %s\n' \
+        "$NAME" "$SESSION" "$last" "$EXIT_BAD_INPUT" "$EXIT_NON_FINITE" \
+        "not restarting it; read $LOG, fix the cause, then start it again without --if-idle" >&2
+      exit 4
+      ;;
+    "$EXIT_PREEMPTED") printf '%s: session %s was preempted (exit %s): restarting; it resumes from its checkpoint\n' \
+      "$NAME" "$SESSION" "$last" ;;
+    *) printf '%s: session %s stopped with status %s: restarting; it resumes from its last checkpoint\n' \
+      "$NAME" "$SESSION" "$last" ;;
+  esac
+fi
+
 if [[ "$DRY_RUN" == 1 ]]; then
   printf '%s >> %s 2>&1\n' "$(quote_cmd "${CMD[@]}")" "$(quote_cmd "$LOG")"
   exit 0
@@ -131,6 +159,7 @@ if [[ "$FOREGROUND" == 1 ]]; then
   "${CMD[@]}" 2>&1 | tee -a "$LOG"
   status=${PIPESTATUS[0]}
   set -e
+  printf '%s\n' "$status" >"$STATUS_FILE"
   printf '=== %s: %s exited with status %d\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SESSION" \
     "$status" >>"$LOG"
   exit "$status"
@@ -145,6 +174,7 @@ fi
   printf 'export PATH=%s\n' "$(quote_cmd "$PATH")"
   printf '%s >> %s 2>&1\n' "$(quote_cmd "${CMD[@]}")" "$(quote_cmd "$LOG")"
   printf 'status=$?\n'
+  printf 'printf "%%s\\n" "$status" > %s\n' "$(quote_cmd "$STATUS_FILE")"
   printf 'printf %s "$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" %s "$status" >> %s\n' \
     "'=== %s: %s exited with status %d\\n'" "$(quote_cmd "$SESSION")" "$(quote_cmd "$LOG")"
   printf 'rm -f %s\n' "$(quote_cmd "$PID_FILE")"

@@ -43,6 +43,31 @@ def fused_batch_norm(enabled: bool):
 
 @keras.saving.register_keras_serializable(package="effnet_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
+    def add_weight(self, *args, name=None, **kwargs):
+        if name in ("moving_mean", "moving_variance") and not args:
+            return self._replica_local_statistic(name=name, **kwargs)
+        return super().add_weight(*args, name=name, **kwargs)
+
+    def _replica_local_statistic(self, *, name, shape=None, initializer=None, trainable=False, autocast=False,
+                                 **unused):
+        """A moving statistic kept per replica and averaged when read across replicas (TF's
+        ON_READ + MEAN, as Keras 2's BatchNormalization did).
+
+        Keras 3 creates it as an ordinary mirrored variable that each replica overwrites with its
+        own batch's statistics, so replicas (and workers) drift apart and a checkpoint keeps one
+        replica's values. Averaging at read time costs nothing per step; saving, evaluating
+        outside ``strategy.run`` and exporting all read the mean over every replica.
+        """
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=keras.initializers.get(initializer), shape=shape, dtype=self.variable_dtype,
+                trainable=trainable, autocast=autocast, aggregation="mean", synchronization="on_read", name=name)
+        variable.regularizer = None
+        variable.constraint = None
+        variable.overwrite_with_gradient = False
+        self._track_variable(variable)
+        return variable
+
     def _fusable(self, inputs):
         return (
             _fused_enabled

@@ -10,6 +10,7 @@ run directory, a training loop and an export meet.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
@@ -21,7 +22,8 @@ from effnet_tf.storage import paths
 from effnet_tf.training.loop import TrainingLoop
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan, make_plan
-from effnet_tf.training.strategy import create_strategy, is_tpu_strategy
+from effnet_tf.training.preemption import PreemptionWatcher
+from effnet_tf.training.strategy import create_strategy, is_tpu_strategy, worker_role
 from effnet_tf.training.task import build_components
 
 
@@ -39,18 +41,24 @@ class Driver:
 
     def __init__(self, config: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None,
                  say: Callable[[str], None] = say):
-        self.say = say
+        # The strategy comes first: MultiWorkerMirroredStrategy must configure its collectives
+        # before anything else initialises TensorFlow.
         self.strategy = strategy or create_strategy(config.runtime.strategy, config.runtime.tpu)
+        self.role = worker_role(self.strategy)
+        # The run's console is the chief's; other workers print only their own worker lines.
+        self.say = say if self.role.is_chief else (lambda message: None)
+        self.say_as_worker = say
         self.source = open_source(config.data)
         self.plan: Plan = make_plan(
             config, num_classes=getattr(self.source, "num_classes", None),
             train_examples=self.source.num_examples(config.data.train_split),
             num_replicas=self.strategy.num_replicas_in_sync, on_tpu=is_tpu_strategy(self.strategy),
+            writer=self.role.is_chief, worker_id=self.role.worker_id,
         )
         components = build_components(self.plan, self.strategy)
         if components.initial_weights is not None:
-            say(f"Initial weights from {self.plan.config.model.weights}: {components.initial_weights}")
-        self.loop = TrainingLoop(self.plan, self.strategy, self.source, components, say=say)
+            self.say(f"Initial weights from {self.plan.config.model.weights}: {components.initial_weights}")
+        self.loop = TrainingLoop(self.plan, self.strategy, self.source, components, say=self.say)
 
     @property
     def config(self) -> ExperimentConfig:
@@ -84,10 +92,15 @@ class Driver:
 
         Returns a summary dict (final eval metrics, paths, epochs, compile count).
         """
-        plan, c, run_dir = self.plan, self.config, self.plan.run_dir
-        if run_dir is None:
+        c = self.config
+        if self.plan.run_dir is None:
             raise ValueError("runtime.model_dir (--model_dir) is required for training.")
         evaluate = c.runtime.mode == "train_and_eval" if evaluate is None else evaluate
+        with PreemptionWatcher(self.strategy, self.role, say=self.say_as_worker) as preemption:
+            return self._train(evaluate, preemption)
+
+    def _train(self, evaluate: bool, preemption: PreemptionWatcher) -> Dict[str, Any]:
+        plan, c, run_dir = self.plan, self.config, self.plan.run_dir
         run_dir.create()
         restored = self.loop.restore()
         start_step = self.loop.global_step
@@ -110,10 +123,17 @@ class Driver:
         if restored:
             self.say(f"Resuming from {restored}: global step {start_step}, epoch {epoch + 1} (step {in_epoch} of it), "
                      f"stage {current.index + 1}/{len(plan.stages)}")
+        if self.role.multi_worker:
+            self.say_as_worker(
+                f"worker {self.role.worker_id}/{self.role.num_workers}"
+                f"{' (chief: writes config, logs, progress and export)' if self.role.is_chief else ''}: "
+                f"{plan.num_replicas // self.role.num_workers} replica(s) here, "
+                f"{c.train.global_batch_size // plan.num_replicas} images per replica per step")
         self._record({"event": "run_start", "resumed_from": restored, "global_step": start_step,
                       "epoch": epoch, "step_in_epoch": in_epoch, "stage": current.index,
-                      "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch})
-        self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end")
+                      "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
+                      "workers": self.role.num_workers, "replicas": plan.num_replicas})
+        self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end", preemption=preemption)
         return self._finish(evaluate)
 
     def _finish(self, evaluate: bool, already_complete: bool = False) -> Dict[str, Any]:
@@ -136,6 +156,11 @@ class Driver:
         self._record(dict(event="run_end", **{k: v for k, v in results.items() if k != "eval"},
                           **{f"eval_{k}": v for k, v in (results.get("eval") or {}).items()}))
         self._print_summary(results)
+        if self.role.multi_worker:
+            # Replicas in sync hold identical weights: the same fingerprint on every worker.
+            pipelines = ", ".join(f"{i} of {n}" for i, n in sorted(self.loop.input_pipelines)) or "none this session"
+            self.say_as_worker(f"worker {self.role.worker_id}/{self.role.num_workers}: read input pipeline "
+                               f"{pipelines}; weights fingerprint {weights_fingerprint(self.model)}")
         return results
 
     def _print_summary(self, results: Dict[str, Any]) -> None:
@@ -164,12 +189,21 @@ class Driver:
             return None
         options = tf.saved_model.SaveOptions(experimental_io_device="/job:localhost") if plan.on_tpu else None
         checkpoint = self.loop.checkpoint.latest if self.loop.checkpoint else None
-        with ema_weights(self.model, enabled=c.export.use_ema):
-            return export_all(
-                self.model, plan.export_dir, formats=tuple(c.export.formats), image_size=plan.eval_size,
-                class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
-                metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
-            )
+        # Every worker exports (reading replicated weights can be a collective), but only the
+        # chief's export is kept: the others write to a temporary directory and delete it.
+        target = plan.export_dir if self.role.is_chief else tempfile.mkdtemp(prefix="effnet_export_worker_")
+        try:
+            with ema_weights(self.model, enabled=c.export.use_ema):
+                export_all(
+                    self.model, target if self.role.is_chief else paths.join(target, "export"),
+                    formats=tuple(c.export.formats), image_size=plan.eval_size,
+                    class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
+                    metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
+                )
+        finally:
+            if not self.role.is_chief:
+                paths.remove(target)
+        return plan.export_dir
 
     def evaluate_checkpoint(self, checkpoint: Optional[str] = None) -> Dict[str, float]:
         """``--mode=eval``: restores ``checkpoint`` (default: eval.checkpoint or the latest) and evaluates."""
@@ -199,3 +233,13 @@ class Driver:
         self.say(f"Exported {path} ({', '.join(self.config.export.formats)}): {out}")
         return out
 
+
+
+def weights_fingerprint(model) -> str:
+    """A short digest of every weight's bytes (equal on workers whose replicas are in sync)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()[:16]

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from effnet_tf.training.checkpoint import CheckpointState
+from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -25,20 +26,24 @@ def _finite(value) -> bool:
 
 
 class ProgressCheckpoint(keras.callbacks.Callback):
-    """Advances the global step, stops on a non-finite loss, and checkpoints.
+    """Advances the global step, stops on a non-finite loss, checkpoints, and stops on preemption.
 
-    One callback does all three so their order is fixed: the step is counted, the loss is
+    One callback does all of it so the order is fixed: the step is counted, the loss is
     checked, and only then a checkpoint may be written; a NaN raises before anything is saved,
-    which leaves the last good checkpoint the latest one.
+    which leaves the last good checkpoint the latest one. A preemption (``preemption``'s
+    ``should_stop``, asked at every step boundary on every worker) saves this step and raises
+    ``Preempted``.
 
     ``begin_segment(epoch_offset_steps)`` tells it where in its first epoch a ``fit`` call starts
     (non-zero only when a run resumes mid-epoch).
     """
 
-    def __init__(self, state: CheckpointState, steps_per_epoch: int, every_steps: int = 0):
+    def __init__(self, state: CheckpointState, steps_per_epoch: int, every_steps: int = 0,
+                 preemption: Optional[PreemptionWatcher] = None):
         super().__init__()
         self._all_finite = None
         self.state = state
+        self.preemption = preemption
         self.steps_per_epoch = int(steps_per_epoch)
         self.every_steps = int(every_steps)
         self._offset = 0
@@ -77,7 +82,7 @@ class ProgressCheckpoint(keras.callbacks.Callback):
                 f"Non-finite weights at {where} (global step {self.state.progress.global_step}, epoch "
                 f"{self._epoch + 1}). Stopped without saving; the last good checkpoint is {self.state.latest!r}."
             )
-        self.state.save()
+        return self.state.save()
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._epoch * self.steps_per_epoch + self._offset + int(batch) + 1
@@ -86,6 +91,9 @@ class ProgressCheckpoint(keras.callbacks.Callback):
         self._check(logs, f"batch {int(batch) + 1}")
         if self.every_steps and step // self.every_steps > previous // self.every_steps:
             self._save(f"batch {int(batch) + 1}")
+        if self.preemption is not None and self.preemption.should_stop():
+            path = self._save(f"batch {int(batch) + 1}")
+            raise Preempted(step, path, self.preemption.signal_name)
 
     def on_epoch_end(self, epoch, logs=None):
         self._check(logs, "the end of the epoch")

@@ -14,6 +14,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from effnet_tf.storage.paths import join
+
 log = logging.getLogger(__name__)
 
 
@@ -38,20 +40,35 @@ def make_checkpoint(model, optimizer, progress: Progress) -> tf.train.Checkpoint
 
 
 class CheckpointState:
-    """A run's checkpoint (``make_checkpoint``) with its manager in ``directory``."""
+    """A run's checkpoint (``make_checkpoint``) with its manager in ``directory``.
+
+    Under several workers every worker saves (a save reads the replicated variables, which can
+    take a collective), but only the chief's files are kept: another worker passes its own
+    ``write_directory``, which is deleted after each save (TF's multi-worker rule). Every
+    worker restores from ``directory``. Whether a step is already saved is decided from what this
+    process saved or restored, never from the file system, so all workers agree without talking.
+    """
 
     def __init__(self, directory: str, model, optimizer, progress: Progress, max_to_keep: int = 3,
-                 io_device: Optional[str] = None):
+                 io_device: Optional[str] = None, write_directory: Optional[str] = None):
         self.directory = directory
+        self.write_directory = write_directory or directory
         self.progress = progress
         self.checkpoint = make_checkpoint(model, optimizer, progress)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+        self._is_writer = self.write_directory == directory
+        self._writer = self.manager if self._is_writer else tf.train.CheckpointManager(
+            self.checkpoint, self.write_directory, max_to_keep=1)
+        self._saved_step: Optional[int] = None
         # A remote TPU host cannot write to this machine's disk: do the I/O locally.
         self.options = tf.train.CheckpointOptions(experimental_io_device=io_device) if io_device else None
 
     @property
     def latest(self) -> Optional[str]:
-        return self.manager.latest_checkpoint
+        """The latest checkpoint of the run (the chief's)."""
+        if self._is_writer:
+            return self.manager.latest_checkpoint
+        return tf.train.latest_checkpoint(self.directory)
 
     def restore(self, path: Optional[str] = None) -> Optional[str]:
         """Restores ``path`` (default: the latest); returns the path restored or None if there is none."""
@@ -61,12 +78,17 @@ class CheckpointState:
         status = self.checkpoint.restore(path, options=self.options)
         # Everything we save must come back; objects created later (e.g. metrics) may be absent.
         status.assert_existing_objects_matched()
+        self._saved_step = self.progress.global_step
         log.info("Restored %s (step %d)", path, self.progress.global_step)
         return path
 
     def save(self) -> str:
-        """Saves at the current global step (no-op if that step is already the latest checkpoint)."""
+        """Saves at the current global step (no-op if this step is already saved); returns the
+        run's checkpoint path for that step."""
         step = self.progress.global_step
-        if self.latest and self.latest.endswith(f"-{step}"):
-            return self.latest
-        return self.manager.save(checkpoint_number=step, options=self.options)
+        if step != self._saved_step:
+            self._writer.save(checkpoint_number=step, options=self.options)
+            self._saved_step = step
+            if not self._is_writer:
+                tf.io.gfile.rmtree(self.write_directory)
+        return join(self.directory, f"ckpt-{step}")

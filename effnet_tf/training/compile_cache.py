@@ -26,15 +26,22 @@ import tensorflow as tf
 
 
 def _reduce(outputs, strategy):
-    """Metric results are identical on every replica after the step: take them once."""
-    try:
-        from keras.src.backend.tensorflow.trainer import reduce_per_replica
+    """One value per metric from the replicas' values: their mean (over every worker's replicas:
+    a collective under MultiWorkerMirroredStrategy), or on TPU the first (Keras' choice there).
 
-        return reduce_per_replica(outputs, strategy, reduction="auto")
-    except ImportError:  # pragma: no cover — private Keras module moved
-        return tf.nest.map_structure(
-            lambda v: strategy.experimental_local_results(v)[0]
-            if isinstance(v, tf.distribute.DistributedValues) else v, outputs)
+    Keras' own ``reduce_per_replica`` fails under MultiWorkerMirroredStrategy: it reduces the
+    scalar metrics along axis 0 (Keras 3.15).
+    """
+    tpu = isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+    def one(value):
+        if not isinstance(value, tf.distribute.DistributedValues):
+            return value
+        if tpu:
+            return strategy.experimental_local_results(value)[0]
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+
+    return tf.nest.map_structure(one, outputs)
 
 
 class TrainFunctionCache:
@@ -138,12 +145,42 @@ class TrainFunctionCache:
 
 
 class TestFunctionCache:
-    """The same for ``model.test_function``: one program per eval size (Keras' own step function,
-    run with one step per call, which works under every strategy)."""
+    """The same for ``model.test_function``: one program per eval size, one step per call.
+
+    End of data is asked of the iterator before each step (``get_next_as_optional``, which
+    under several workers agrees across them, so a worker whose shard ends first still joins
+    the others' collectives), and metrics are reduced by ``_reduce``.
+    """
 
     def __init__(self, model: keras.Model):
         self.model = model
         self._functions: Dict[Hashable, Callable] = {}
+        model.make_test_function = self._make_test_function
+
+    def _make_test_function(self, force: bool = False):
+        model = self.model
+        if model.test_function is not None and not force:
+            return model.test_function
+        strategy = model.distribute_strategy
+
+        def one_step(data):
+            return _reduce(strategy.run(model.test_step, args=(data,)), strategy)
+
+        step = one_step if model.run_eagerly else tf.function(one_step)
+
+        def function(iterator):
+            if isinstance(iterator, (list, tuple)):  # Keras' non-tf.data path: a buffer of batches
+                outputs = None
+                for data in iterator:
+                    outputs = step(data)
+                return outputs
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                raise StopIteration
+            return step(optional.get_value())
+
+        model.test_function = function
+        return function
 
     def evaluate(self, key: Hashable, dataset, **kwargs):
         model = self.model

@@ -19,6 +19,7 @@ from effnet_tf.training.callbacks import PeriodicEvaluation, ProgressCheckpoint,
 from effnet_tf.training.compile_cache import TestFunctionCache, TrainFunctionCache
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan
+from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 from effnet_tf.training.task import Components, eval_dataset_fn, train_dataset_fn
 
 
@@ -53,6 +54,8 @@ class TrainingLoop:
         self.train_cache = TrainFunctionCache(self.model, jit_compile=plan.jit_compile)
         self.test_cache = TestFunctionCache(self.model)
         self.last_eval: Optional[Dict[str, float]] = None  # the latest evaluation during training
+        self.preemption: Optional[PreemptionWatcher] = None
+        self.input_pipelines: set = set()  # (pipeline id, pipelines) of the training data read here
 
     @property
     def optimizer(self):
@@ -92,8 +95,14 @@ class TrainingLoop:
 
     def train_dataset(self, stage: schedule_lib.Stage, start_epoch: int):
         """The distributed training dataset of ``stage`` (repeats forever)."""
-        return self.strategy.distribute_datasets_from_function(
-            train_dataset_fn(self.plan, self.source, stage, start_epoch))
+        dataset_fn = train_dataset_fn(self.plan, self.source, stage, start_epoch)
+
+        def recorded(input_context):
+            # Which shards this process reads, as the strategy assigned them (for the worker's log).
+            self.input_pipelines.add((input_context.input_pipeline_id, input_context.num_input_pipelines))
+            return dataset_fn(input_context)
+
+        return self.strategy.distribute_datasets_from_function(recorded)
 
     def eval_dataset(self):
         """The distributed evaluation dataset at the plan's eval size."""
@@ -124,7 +133,7 @@ class TrainingLoop:
         if c.runtime.tensorboard and not tensorboard_available():
             self.say("TensorBoard logs disabled: the `tensorboard` package is not installed (pip install tensorboard).")
         self.progress_callback = ProgressCheckpoint(self.checkpoint, self.plan.steps_per_epoch,
-                                                    c.runtime.checkpoint_every_steps)
+                                                    c.runtime.checkpoint_every_steps, preemption=self.preemption)
         self.logger = ProgressiveLogger(
             run_dir.path(run_dir.LOGS, "progressive") if use_tensorboard else None,
             c.train.global_batch_size, lambda: self.train_cache.trace_count, self._learning_rate, self.record,
@@ -143,19 +152,28 @@ class TrainingLoop:
         self.last_eval = self.evaluate()
         return self.last_eval
 
-    def train(self, evaluate_during: bool = False) -> Dict[str, Any]:
+    def _stop_if_preempted(self, preemption: Optional[PreemptionWatcher]) -> None:
+        """At a boundary every worker reaches together: save and stop if any worker got a signal."""
+        if preemption is not None and preemption.should_stop():
+            raise Preempted(self.global_step, self.checkpoint.save(), preemption.signal_name)
+
+    def train(self, evaluate_during: bool = False, preemption: Optional[PreemptionWatcher] = None) -> Dict[str, Any]:
         """Runs every stage from the current global step to the end of the plan.
 
-        ``evaluate_during``: evaluate after the epochs ``eval.frequency`` names. Returns
-        ``{"global_step", "epochs", "train_functions"}``.
+        ``evaluate_during``: evaluate after the epochs ``eval.frequency`` names. ``preemption``:
+        stop (``Preempted``) with a checkpoint at the step boundary after a termination signal.
+        Returns ``{"global_step", "epochs", "train_functions"}``.
         """
+        self.preemption = preemption
         plan = self.plan
         epoch, in_epoch = divmod(self.global_step, plan.steps_per_epoch)
         callbacks = self.callbacks(evaluate_during)
-        verbose = plan.config.runtime.verbose
+        # One progress bar per run: the other workers train silently.
+        verbose = plan.config.runtime.verbose if plan.run_dir is None or plan.run_dir.writer else 0
         for stage in plan.stages:
             if stage.end_epoch <= epoch:
                 continue
+            self._stop_if_preempted(preemption)  # before a new size's compile, which can take long
             set_regularization(self.model, dropout_rate=stage.dropout_rate, drop_connect_rate=stage.drop_connect_rate)
             self.logger.set_stage(stage)
             self.say(schedule_lib.describe(stage, len(plan.stages), self.train_cache.trace_count))
@@ -175,5 +193,6 @@ class TrainingLoop:
                                    steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                                    shuffle=False)
                     epoch = stage.end_epoch
+        self._stop_if_preempted(preemption)  # a signal after the last step
         return {"global_step": self.global_step, "epochs": self.global_step // plan.steps_per_epoch,
                 "train_functions": self.train_cache.trace_count}

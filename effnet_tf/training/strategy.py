@@ -7,6 +7,7 @@ MultiWorkerMirroredStrategy (``TF_CONFIG``), OneDeviceStrategy and the default s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,11 +36,17 @@ def _tf_config_workers() -> int:
 
 
 def detect_strategy(tpu: Optional[str] = None) -> str:
-    """The strategy ``auto`` picks: tpu, multi_worker, mirrored or default."""
-    if tpu or os.environ.get("TPU_NAME") or tf.config.list_logical_devices("TPU"):
+    """The strategy ``auto`` picks: tpu, multi_worker, mirrored or default.
+
+    The environment is read before any device is listed: listing devices initialises
+    TensorFlow, after which MultiWorkerMirroredStrategy can no longer configure its collectives.
+    """
+    if tpu or os.environ.get("TPU_NAME"):
         return "tpu"
     if _tf_config_workers() > 1:
         return "multi_worker"
+    if tf.config.list_logical_devices("TPU"):
+        return "tpu"
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return "mirrored"
     return "default"
@@ -103,6 +110,42 @@ def create_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distrib
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(_local_devices()[0])
     return tf.distribute.get_strategy()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """This process's place among the workers of a run."""
+
+    worker_id: int = 0
+    num_workers: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief (worker 0, or the TPU coordinator) writes the run's shared files."""
+        return self.worker_id == 0
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.num_workers > 1
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
+    """The role of this process: several only under MultiWorkerMirroredStrategy with a cluster.
+
+    A TPUStrategy program is one client (on a pod slice, the coordinator drives every host),
+    so it is always the chief. With a ``chief`` task in ``TF_CONFIG`` that task is worker 0 and
+    the ``worker`` tasks follow it.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return WorkerRole()
+    resolver = strategy.cluster_resolver
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    chiefs, workers = len(jobs.get("chief", [])), len(jobs.get("worker", []))
+    if chiefs + workers <= 1:
+        return WorkerRole()
+    task_id = int(resolver.task_id or 0)
+    worker_id = task_id if resolver.task_type == "chief" else chiefs + task_id
+    return WorkerRole(worker_id=worker_id, num_workers=chiefs + workers)
 
 
 def is_tpu_strategy(strategy: tf.distribute.Strategy) -> bool:

@@ -55,6 +55,22 @@ def attach_optimizer(model: keras.Model, config, steps_per_epoch: int, *, jit_co
         jit_compile=jit_compile,
     )
     model.optimizer.build(model.trainable_variables)
+    _build_compiled_state(model, config.model.num_classes)
+
+
+def _build_compiled_state(model: keras.Model, num_classes: int) -> None:
+    """Builds the compiled loss and metrics from shapes, and turns off Keras' own way of doing it.
+
+    Keras starts every ``fit``/``evaluate`` by pulling a batch from a second iterator over the
+    dataset and ``strategy.reduce``-ing it, only to learn its shapes: under
+    MultiWorkerMirroredStrategy that reduce is a cross-worker collective which fails on an
+    ``(images, labels)`` batch, and everywhere it starts the input pipeline twice per stage.
+    """
+    images = keras.KerasTensor((None, None, None, 3), "float32")
+    labels = keras.KerasTensor((None, num_classes), "float32")
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=(images, labels))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def checkpoint_io_device(plan: Plan) -> Optional[str]:
@@ -79,8 +95,9 @@ def build_components(plan: Plan, strategy: tf.distribute.Strategy) -> Components
         progress = Progress(plan.steps_per_epoch)
     checkpoint = None
     if plan.run_dir is not None:
-        checkpoint = CheckpointState(plan.run_dir.checkpoint_directory(), model, model.optimizer, progress,
-                                     max_to_keep=c.runtime.keep_checkpoints, io_device=checkpoint_io_device(plan))
+        checkpoint = CheckpointState(plan.run_dir.checkpoints, model, model.optimizer, progress,
+                                     max_to_keep=c.runtime.keep_checkpoints, io_device=checkpoint_io_device(plan),
+                                     write_directory=plan.run_dir.checkpoint_directory())
     return Components(model=model, progress=progress, checkpoint=checkpoint, initial_weights=counts)
 
 
