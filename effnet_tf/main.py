@@ -17,6 +17,7 @@ Configuration: dataclass defaults, then the ``--config`` YAML files in order, th
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, Dict, List, Sequence
 
@@ -29,14 +30,18 @@ from absl import logging as absl_logging  # noqa: E402
 
 from effnet_tf import config as config_lib  # noqa: E402
 from effnet_tf.config.schema import MODES, PRECISIONS, STRATEGIES  # noqa: E402
+from effnet_tf.run.failures import (  # noqa: E402,F401  (the exit codes are part of this CLI)
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_NON_FINITE,
+    EXIT_PREEMPTED,
+    describe,
+)
 from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-#: Exit codes of ``effnet-train`` (docs/troubleshooting.md, docs/tpu.md).
-EXIT_BAD_INPUT = 2  # configuration, flags, missing files: fix the input, then run again
-EXIT_NON_FINITE = 3  # the loss became NaN/inf; the last good checkpoint is kept
-EXIT_PREEMPTED = 75  # SIGTERM: a checkpoint was saved at that step; run the same command to resume
+VERBOSE_ENV = "EFFNET_VERBOSE"  # set to 1: failures print their traceback too (as --verbose)
 
 
 def define_flags() -> None:
@@ -60,6 +65,7 @@ def define_flags() -> None:
     flags.DEFINE_string("export_dir", None, "Where --mode=export (and the end of training) writes (export.dir).")
     flags.DEFINE_boolean("overwrite", None, "--mode=export: replace an existing export_dir (export.overwrite).")
     flags.DEFINE_integer("steps_per_loop", None, "Train steps per host call (Keras steps_per_execution).")
+    flags.DEFINE_boolean("verbose", False, f"On a failure, print the traceback too (or set {VERBOSE_ENV}=1).")
 
 
 def _config_files(values: Sequence[str]) -> List[str]:
@@ -122,38 +128,49 @@ def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
     return create_driver(flag_values).run()
 
 
+def _fail(code: int, message: str) -> None:
+    print(f"effnet-train: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def parse_flags(argv: Sequence[str]) -> List[str]:
+    """absl's flag parsing, with a bad flag reported on one line (and the closest flag named)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        import difflib
+
+        names = [f.name for f in FLAGS.get_flags_for_module(__name__)]
+        unknown = re.search(r"Unknown command line flag '([^']+)'", str(error))
+        close = difflib.get_close_matches(unknown.group(1), names, n=1) if unknown else []
+        hint = f" Did you mean --{close[0]}?" if close else ""
+        _fail(EXIT_BAD_INPUT, f"error: {error}.{hint} Flags: effnet-train --helpshort; config keys: docs/configs.md.")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected positional arguments: {' '.join(argv[1:])}")
+        _fail(EXIT_BAD_INPUT, f"error: unexpected positional argument(s) {' '.join(argv[1:])!r}: every "
+                              "setting is a --flag or a config key (--mode=train, --params_override='train.epochs=3').")
     if not FLAGS["verbosity"].present:  # keep the console to the progress bar and our summary
         absl_logging.set_verbosity(absl_logging.WARNING)
-    from effnet_tf.training.callbacks import NonFiniteLossError
-    from effnet_tf.training.preemption import Preempted
-    from effnet_tf.training.strategy import TPUUnavailableError
+    verbose = FLAGS.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    try:
+        create_driver(FLAGS).run()
+    except (Exception, KeyboardInterrupt) as error:  # one line per failure; the traceback on request
+        if isinstance(error, KeyboardInterrupt):
+            _fail(130, "interrupted (Ctrl-C); the latest checkpoint is kept: run the same command to resume.")
+        code, message = describe(error)
+        if verbose:
+            import traceback
 
-    try:
-        driver = create_driver(FLAGS)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, TPUUnavailableError) as error:
-        # Configuration and set-up errors: one clear line, no traceback.
-        print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
-    try:
-        driver.run()
-    except FileNotFoundError as error:  # --mode=eval/export without a checkpoint
-        print(f"effnet-train: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except NonFiniteLossError as error:
-        print(f"effnet-train: training stopped: {error}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_NON_FINITE)
-    except Preempted as stop:
-        print(f"effnet-train: preempted: {stop} (exit code {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
-        sys.exit(EXIT_PREEMPTED)
+            traceback.print_exc()
+        _fail(code, message)
 
 
 def run() -> None:
     """Console-script entry point (``effnet-train``)."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 define_flags()

@@ -38,7 +38,10 @@ def load_yaml_files(paths: Sequence[str], base: Optional[ExperimentConfig] = Non
             try:
                 values = yaml.safe_load(handle.read())
             except yaml.YAMLError as error:
-                raise ValueError(f"Config file {path!r} is not valid YAML: {error}") from error
+                mark = getattr(error, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                raise ValueError(f"Config file {path!r} is not valid YAML{where}: {problem}.") from error
         if values is None:
             continue
         if not isinstance(values, dict):

@@ -37,7 +37,8 @@ def resolve(
     num_classes: Optional[int] = None,
     train_examples: Optional[int] = None,
 ) -> ExperimentConfig:
-    """A (mutable) copy with every null that can be decided filled in.
+    """A (mutable) copy with every null that can be decided filled in. (``export.dir`` stays
+    null for "<model_dir>/export", so a run directory can move: ``Plan.export_dir``.)
 
     ``num_classes`` and ``train_examples`` come from the data source, ``on_tpu`` from the
     strategy. Raises ``ValueError`` when something needed cannot be decided (the number of
@@ -57,11 +58,19 @@ def resolve(
         m.num_classes = num_classes if num_classes is not None else d.num_classes
     if m.num_classes is None:
         raise ValueError("model.num_classes is null and the data source does not say how many classes it has.")
+    if num_classes is not None and m.num_classes != num_classes:
+        raise ValueError(
+            f"model.num_classes={m.num_classes} but {d.name!r} has {num_classes} classes: the labels would not fit "
+            "the classifier. Set model.num_classes to match (or null); a model_dir's config.yaml, read when no "
+            "--config is given, pins the value of the run that wrote it.")
     if t.steps_per_epoch is None:
         if not train_examples:
+            hint = (" A TFDS dataset that is not prepared in data.data_dir has no split sizes: nothing is "
+                    "downloaded at run time, so prepare it first (tfds build NAME --data_dir=DIR)."
+                    if d.name.startswith("tfds:") else "")
             raise ValueError(
                 f"train.steps_per_epoch is null and the number of examples in {d.name!r} split "
-                f"{d.train_split!r} is unknown: set train.steps_per_epoch."
+                f"{d.train_split!r} is unknown: set train.steps_per_epoch.{hint}"
             )
         t.steps_per_epoch = _steps_per_epoch(train_examples, t.global_batch_size, r.steps_per_loop)
     if p.min_image_size is None:
@@ -81,8 +90,4 @@ def resolve(
         r.precision = "mixed_bfloat16" if on_tpu else "float32"
     if r.jit_compile == "auto":
         r.jit_compile = bool(on_tpu)
-    if c.export.dir is None and r.model_dir:
-        from effnet_tf.storage.run_directory import RunDirectory
-
-        c.export.dir = RunDirectory(r.model_dir).export
     return c

@@ -82,6 +82,24 @@ def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> Ex
              "(Keras runs whole loops, so an epoch would overrun).")
     need(r.checkpoint_every_steps >= 0, f"runtime.checkpoint_every_steps={r.checkpoint_every_steps!r} must be >= 0.")
     need(r.keep_checkpoints >= 1, f"runtime.keep_checkpoints={r.keep_checkpoints!r} must be >= 1.")
+    stride = _total_stride(m)
+    if stride:
+        for key in ("train.image_size", "progressive.min_image_size", "eval.image_size"):
+            value = get_value(config, key)
+            need(value is None or value <= 0 or value >= stride,
+                 f"{key}={value} is smaller than the network's total stride {stride} (the stem's 2 times its "
+                 f"stages' strides): use at least {stride} (multiples of {stride} keep every feature map whole).")
     if errors:
-        raise ValueError("Invalid configuration:\n  " + "\n  ".join(errors))
+        raise ValueError("Invalid configuration: " + " ".join(errors))
     return config
+
+
+def _total_stride(model_config) -> Optional[int]:
+    """The network's total stride, or None when its blocks are not known or not valid (the
+    builder reports bad block strings itself)."""
+    from effnet_tf.model.from_config import total_stride
+
+    try:
+        return total_stride(model_config)
+    except ValueError:
+        return None

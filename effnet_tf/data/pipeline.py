@@ -130,7 +130,7 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
 
     ds = source.records(split, input_context=input_context, shuffle=training, seed=seed,
                         cache=cache, shuffle_buffer=shuffle_buffer)
-    if repeat:
+    if repeat and not source.encoded:  # encoded sources repeat inside the corrupt-record guard
         ds = ds.repeat()
 
     # Stateless seeds are Philox keys: element i uses (key, i); distinct keys per pipeline,
@@ -162,8 +162,9 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
         def dummy():
             return (tf.zeros([size, size, 3], tf.uint8), tf.constant(0, tf.int64),
                     tf.constant(""))
-        ds = corrupt.guarded_map(ds, process, dummy, skip_corrupt=skip_corrupt,
-                                 finite=not repeat, num_parallel_calls=num_parallel_calls)
+        ds = corrupt.guarded_map(ds, process, dummy, skip_corrupt=skip_corrupt, repeat=repeat,
+                                 description=f"{source.name} split {split!r}",
+                                 num_parallel_calls=num_parallel_calls)
     else:
         ds = ds.enumerate().map(process, num_parallel_calls=num_parallel_calls)
 
@@ -173,7 +174,8 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
         valid = tf.logical_and(label >= 0, label < num_classes)
         check = tf.debugging.Assert(valid, [
             "effnet_tf.data: label", label, "outside [0, num_classes) =", f"[0, {num_classes})",
-            "in", origin, "(check num_classes / label_offset)"])
+            "in", origin, "(check data.num_classes / data.label_offset: ImageNet shards store 1..1000,"
+            " label_offset 1)"])
         with tf.control_dependencies([check]):
             labels = tf.one_hot(label, num_classes, dtype=tf.float32)
         return image, labels

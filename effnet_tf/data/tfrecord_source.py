@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
@@ -77,6 +78,28 @@ class TFRecordSource(Source):
             raise FileNotFoundError(
                 f"tfrecord: pattern {self._patterns[split]!r} for split {split!r} matches no files")
         return list(self._files[split])
+
+    def find_unreadable(self, split: str, max_bytes: int = 1 << 30) -> Optional[str]:
+        """Reads the shards of ``split`` in order and names the first record that cannot be read
+        (``"<file>: record <n>: <reason>"``), or None when every shard reads to its end. Gives
+        up (None) past ``max_bytes`` of shards: a diagnosis after a read error, not a full scan
+        of ImageNet."""
+        files, total = self.files(split), 0
+        for path in files:
+            total += tf.io.gfile.stat(path).length
+            if total > max_bytes:
+                return None
+            count = 0
+            try:
+                for _ in tf.data.TFRecordDataset(path):
+                    count += 1
+            except tf.errors.OpError as error:
+                reason = (getattr(error, "message", "") or str(error)).splitlines()[0]
+                reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", reason)
+                return f"{path}: record {count}: {reason}"
+            if count == 0:
+                return f"{path}: no records"
+        return None
 
     def num_examples(self, split):
         self.check_split(split)

@@ -4,7 +4,8 @@ Everything is written to ``<target>.tmp-<random>`` beside the target (same paren
 same filesystem) and renamed onto ``target`` only when complete. A server watching the target
 path therefore sees either nothing or a whole artifact, never half of one. On failure (an
 exception or Ctrl-C) the temporary path is removed; a process killed outright (SIGKILL) can
-leave a ``*.tmp-*`` sibling behind, but never a partial target.
+leave a ``*.tmp-*`` sibling behind, never a partial target, and the next export to that target
+removes it.
 
 Local paths use ``os.replace``/``os.rename`` (atomic on POSIX). On ``gs://`` a rename is a
 copy followed by a delete (object stores have no rename), so the target appears object by
@@ -19,6 +20,8 @@ import os
 import uuid
 from typing import Iterator
 
+import tensorflow as tf
+
 from effnet_tf.storage import paths
 
 
@@ -28,6 +31,19 @@ def check_target(target: str, overwrite: bool) -> None:
         raise FileExistsError(
             f"Export target {target!r} already exists; pass overwrite=True (--overwrite) to replace it."
         )
+
+
+def remove_leftovers(target: str) -> list:
+    """Deletes what an earlier export to ``target`` left when its process was killed outright
+    (``<target>.tmp-<token>`` and ``<target>.old-<token>``); returns the paths removed.
+
+    Exports to one target come from one process at a time (a run's chief), so whatever still
+    matches when a new export starts is abandoned.
+    """
+    found = [p for pattern in (f"{target}.tmp-*", f"{target}.old-*") for p in tf.io.gfile.glob(pattern)]
+    for path in found:
+        paths.remove(path)
+    return found
 
 
 @contextlib.contextmanager
@@ -44,6 +60,7 @@ def atomic_output(target: str, overwrite: bool = False, suffix: str = "") -> Ite
     check_target(target, overwrite)
     parent = paths.parent(target)
     paths.makedirs(parent)
+    remove_leftovers(target)
     token = uuid.uuid4().hex[:12]
     temporary = f"{target}.tmp-{token}{suffix}"
     try:

@@ -5,10 +5,11 @@ model to restore or export it. Duck-typed: any object with the section's fields 
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
 
+from effnet_tf.blocks.block_string import decode_all
 from effnet_tf.model.efficientnet import build_model
 from effnet_tf.model.keras_weights import load_keras_applications_weights
 
@@ -44,3 +45,19 @@ def load_initial_weights(model: keras.Model, weights: str) -> Dict[str, int]:
     else:
         source = weights
     return load_keras_applications_weights(model, source, skip_mismatched_head=True)
+
+
+def total_stride(model_config) -> Optional[int]:
+    """How many input pixels one pixel of the last feature map spans: the stem's 2 times every
+    stage's stride (32 for the published variants). None when the config names no blocks."""
+    blocks = model_config.blocks
+    if not blocks and model_config.name:
+        from effnet_tf.model.variants import get_variant
+
+        blocks = get_variant(model_config.name).blocks
+    if not blocks:
+        return None
+    stride = 2
+    for args in decode_all(list(blocks)):
+        stride *= args.stride
+    return stride

@@ -18,8 +18,9 @@ import tensorflow as tf
 from effnet_tf.config.schema import MODES, ExperimentConfig
 from effnet_tf.data.from_config import open_source
 from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
+from effnet_tf.run.failures import op_error_text
 from effnet_tf.storage import paths
-from effnet_tf.training.loop import TrainingLoop
+from effnet_tf.training.loop import CheckpointMismatchError, TrainingLoop
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan, make_plan
 from effnet_tf.training.preemption import PreemptionWatcher
@@ -49,6 +50,8 @@ class Driver:
         self.say = say if self.role.is_chief else (lambda message: None)
         self.say_as_worker = say
         self.source = open_source(config.data)
+        for split in (config.data.train_split, config.data.eval_split):  # now, not after hours of training
+            self.source.check_split(split)
         self.plan: Plan = make_plan(
             config, num_classes=getattr(self.source, "num_classes", None),
             train_examples=self.source.num_examples(config.data.train_split),
@@ -102,6 +105,7 @@ class Driver:
     def _train(self, evaluate: bool, preemption: PreemptionWatcher) -> Dict[str, Any]:
         plan, c, run_dir = self.plan, self.config, self.plan.run_dir
         run_dir.create()
+        self._check_checkpoints_fit()
         restored = self.loop.restore()
         start_step = self.loop.global_step
         if start_step >= plan.total_steps:
@@ -133,8 +137,37 @@ class Driver:
                       "epoch": epoch, "step_in_epoch": in_epoch, "stage": current.index,
                       "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
                       "workers": self.role.num_workers, "replicas": plan.num_replicas})
-        self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end", preemption=preemption)
+        try:
+            self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end", preemption=preemption)
+        except tf.errors.OpError as error:
+            self._name_unreadable_shard(error)
+            raise
         return self._finish(evaluate)
+
+    def _name_unreadable_shard(self, error: tf.errors.OpError) -> None:
+        """A read error inside the pipeline does not say which file: find it, when that is cheap."""
+        text = op_error_text(error)
+        if "unreadable record in" not in text or not hasattr(self.source, "find_unreadable"):
+            return
+        culprit = self.source.find_unreadable(self.config.data.train_split)
+        if culprit:
+            raise ValueError(f"data: unreadable record in {culprit} (a damaged or non-TFRecord shard: "
+                             "replace it, or remove it from the split's pattern).") from error
+
+    def _check_checkpoints_fit(self) -> None:
+        """Refuses, before anything is restored, checkpoints that the run's own config.yaml says
+        belong to another model (so the message names what changed, not a tensor shape)."""
+        run_dir = self.plan.run_dir
+        if run_dir is None or not paths.exists(run_dir.config_file) or run_dir.latest_checkpoint() is None:
+            return
+        from effnet_tf.config.compare import differences
+        from effnet_tf.config.io import load_yaml_files
+
+        changes = differences(load_yaml_files([run_dir.config_file]), self.config)
+        if changes:
+            raise CheckpointMismatchError(
+                f"model_dir {run_dir.root} holds checkpoints of another model ({'; '.join(changes)}, from its "
+                "config.yaml to this run): use a new --model_dir, or the original settings.")
 
     def _finish(self, evaluate: bool, already_complete: bool = False) -> Dict[str, Any]:
         plan, c, loop = self.plan, self.config, self.loop
@@ -208,11 +241,17 @@ class Driver:
     def evaluate_checkpoint(self, checkpoint: Optional[str] = None) -> Dict[str, float]:
         """``--mode=eval``: restores ``checkpoint`` (default: eval.checkpoint or the latest) and evaluates."""
         c, loop = self.config, self.loop
-        path = checkpoint or c.eval.checkpoint or (loop.checkpoint.latest if loop.checkpoint else None)
+        explicit = checkpoint or c.eval.checkpoint
+        path = explicit or (loop.checkpoint.latest if loop.checkpoint else None)
         if not path:
             where = self.plan.run_dir.checkpoints if self.plan.run_dir else "(no --model_dir)"
             raise FileNotFoundError(f"--mode=eval: no checkpoint found in {where}; pass eval.checkpoint or train first.")
-        loop.restore(path)
+        if explicit and not paths.exists(explicit + ".index"):
+            raise FileNotFoundError(f"eval.checkpoint {explicit!r} does not exist (no {explicit}.index): pass a "
+                                    "checkpoint prefix such as <model_dir>/checkpoints/ckpt-<step>.")
+        if not explicit:
+            self._check_checkpoints_fit()
+        path = loop.restore(path if explicit else None)
         results = loop.evaluate(verbose=c.runtime.verbose)
         results["checkpoint"] = path
         self.say(f"Eval of {path} ({c.data.eval_split}, {self.plan.eval_size} px, "
@@ -228,7 +267,8 @@ class Driver:
         if not path:
             where = self.plan.run_dir.checkpoints if self.plan.run_dir else "(no --model_dir)"
             raise FileNotFoundError(f"--mode=export: no checkpoint in {where}.")
-        loop.restore(path)
+        self._check_checkpoints_fit()
+        path = loop.restore()
         out = self.export(overwrite=self.config.export.overwrite)
         self.say(f"Exported {path} ({', '.join(self.config.export.formats)}): {out}")
         return out

@@ -105,14 +105,29 @@ class RunDirectory:
     # Writing (the writer process only) -----------------------------------------------------------
 
     def create(self) -> None:
-        if self.writer:
+        """Creates the directory (the writer only); a clear error when it cannot be one."""
+        if not self.writer:
+            return
+        if paths.exists(self.root) and not tf.io.gfile.isdir(self.root):
+            raise NotADirectoryError(f"model_dir {self.root!r} is a file, not a directory: pass a directory "
+                                     "(--model_dir / runtime.model_dir).")
+        try:
             paths.makedirs(self.root)
+        except (tf.errors.OpError, OSError) as error:
+            reason = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+            raise PermissionError(f"cannot create model_dir {self.root!r}: {reason.strip()} (a path inside a "
+                                  "file, or no permission to write there).") from error
 
     def write_config(self, text: str) -> Optional[str]:
         """Writes config.yaml (atomically); returns its path, or None in a non-writer process."""
         if not self.writer:
             return None
-        paths.write_text(self.config_file, text)
+        try:
+            paths.write_text(self.config_file, text)
+        except (tf.errors.OpError, OSError) as error:
+            reason = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+            raise PermissionError(f"cannot write to model_dir {self.root!r}: {reason.strip()} (it must be "
+                                  "writable by this process; on gs:// check the bucket's permissions).") from error
         return self.config_file
 
     def record(self, record: Dict) -> None:

@@ -14,6 +14,10 @@ from effnet_tf.training.checkpoint import CheckpointState
 from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 
 
+class DataExhaustedError(ValueError):
+    """The training dataset ended before the epoch's steps were done (unusable data)."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; training stopped before any further checkpoint."""
 
@@ -96,8 +100,28 @@ class ProgressCheckpoint(keras.callbacks.Callback):
             raise Preempted(step, path, self.preemption.signal_name)
 
     def on_epoch_end(self, epoch, logs=None):
+        reached, planned = self.state.progress.global_step, (epoch + 1) * self.steps_per_epoch
+        if reached < planned:  # the training data ran out (it repeats forever when it is sound)
+            raise DataExhaustedError(
+                f"the training data ran out in epoch {epoch + 1} after global step {reached} of {planned}")
         self._check(logs, "the end of the epoch")
         self._save("the end of the epoch")
+
+
+class RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, headed with the run's epoch numbers in every stage ("Epoch 3/8").
+
+    Keras numbers epochs by the ``fit`` call (one per stage) and heads nothing in a one-epoch
+    call, so a run's first stage often had no header and later ones said "Epoch 4/4".
+    """
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = int(total_epochs)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
 
 
 class PeriodicEvaluation(keras.callbacks.Callback):

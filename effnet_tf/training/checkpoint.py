@@ -10,6 +10,7 @@ pure function of the epoch), so nothing else needs saving.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Optional
 
 import tensorflow as tf
@@ -17,6 +18,18 @@ import tensorflow as tf
 from effnet_tf.storage.paths import join
 
 log = logging.getLogger(__name__)
+
+
+class CheckpointRestoreError(ValueError):
+    """No checkpoint of the run could be read back (damaged files, another model)."""
+
+
+def _reason(error: BaseException) -> str:
+    """The line of a restore error that says what is wrong (without TF's graph-node prefix)."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class Progress(tf.Module):
@@ -70,17 +83,45 @@ class CheckpointState:
             return self.manager.latest_checkpoint
         return tf.train.latest_checkpoint(self.directory)
 
-    def restore(self, path: Optional[str] = None) -> Optional[str]:
-        """Restores ``path`` (default: the latest); returns the path restored or None if there is none."""
-        path = path or self.latest
-        if not path:
-            return None
+    def _restore(self, path: str) -> None:
         status = self.checkpoint.restore(path, options=self.options)
         # Everything we save must come back; objects created later (e.g. metrics) may be absent.
         status.assert_existing_objects_matched()
         self._saved_step = self.progress.global_step
         log.info("Restored %s (step %d)", path, self.progress.global_step)
-        return path
+
+    def restore(self, path: Optional[str] = None, warn=None) -> Optional[str]:
+        """Restores ``path``, or the latest checkpoint; returns the path restored (None: none).
+
+        A latest checkpoint that cannot be read (a damaged file) is reported through ``warn``
+        and the newest older one that can is restored instead; nothing is deleted. An explicit
+        ``path`` that fails, or no readable checkpoint at all, raises ``CheckpointRestoreError``.
+        """
+        if path:
+            try:
+                self._restore(path)
+            except Exception as error:  # noqa: BLE001 -- a damaged file raises OpError, IndexError, ...
+                raise CheckpointRestoreError(f"checkpoint {path} could not be restored: {_reason(error)}") from error
+            return path
+        state = tf.train.get_checkpoint_state(self.directory)
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
+            candidates.insert(0, state.model_checkpoint_path)
+        failures = []
+        for candidate in candidates:
+            try:
+                self._restore(candidate)
+            except Exception as error:  # noqa: BLE001 -- a damaged file raises OpError, IndexError, ...
+                failures.append(f"{candidate}: {_reason(error)}")
+                continue
+            if failures and warn is not None:
+                warn(f"could not restore {'; '.join(failures)}; restored the older {candidate} instead "
+                     "(nothing was deleted).")
+            return candidate
+        if failures:
+            raise CheckpointRestoreError(f"no checkpoint in {self.directory} could be restored: {'; '.join(failures)}. "
+                                         "Move the damaged files away, or use a new --model_dir.")
+        return None
 
     def save(self) -> str:
         """Saves at the current global step (no-op if this step is already saved); returns the

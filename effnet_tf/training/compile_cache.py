@@ -18,6 +18,7 @@ while TensorFlow traces), one per distinct graph; it is the number of compiled t
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
@@ -188,7 +189,9 @@ class TestFunctionCache:
         model.test_function = self._functions.get(key)
         model.steps_per_execution = 1
         try:
-            return model.evaluate(dataset, return_dict=True, **kwargs)
+            with warnings.catch_warnings():  # an evaluation ends where its data ends: no warning
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                return model.evaluate(dataset, return_dict=True, **kwargs)
         finally:
             model.steps_per_execution = saved
             if model.test_function is not None:

@@ -8,6 +8,8 @@ starts is the restored global step alone: the stage is recomputed from it.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import keras
@@ -15,7 +17,13 @@ import tensorflow as tf
 
 from effnet_tf.model.regularization import set_regularization
 from effnet_tf.training import schedule as schedule_lib
-from effnet_tf.training.callbacks import PeriodicEvaluation, ProgressCheckpoint, ProgressiveLogger
+from effnet_tf.training.callbacks import (
+    DataExhaustedError,
+    PeriodicEvaluation,
+    ProgressCheckpoint,
+    ProgressiveLogger,
+    RunProgbar,
+)
 from effnet_tf.training.compile_cache import TestFunctionCache, TrainFunctionCache
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan
@@ -30,6 +38,23 @@ def tensorboard_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def _fit_context(plan: Plan):
+    """Around ``fit``: the data running out is our error (``DataExhaustedError``, naming the
+    data), not Keras' warning that training goes on with fewer steps."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        try:
+            yield
+        except DataExhaustedError as error:
+            d = plan.config.data
+            raise DataExhaustedError(
+                f"{error}: {d.name} split {d.train_split!r} yields fewer batches than train.steps_per_epoch="
+                f"{plan.steps_per_epoch} x train.global_batch_size={plan.config.train.global_batch_size} need. "
+                "Check its files (an unreadable shard yields no records) or lower train.steps_per_epoch."
+            ) from None
 
 
 class CheckpointMismatchError(ValueError):
@@ -80,7 +105,7 @@ class TrainingLoop:
 
                 make_checkpoint(self.model, self.model.optimizer, self.progress).restore(path).expect_partial()
             return path
-        path = self.checkpoint.restore(path)
+        path = self.checkpoint.restore(path, warn=lambda message: self.say(f"effnet-train: warning: {message}"))
         saved = int(self.progress.steps_per_epoch.numpy())
         if path and saved != self.plan.steps_per_epoch:
             raise CheckpointMismatchError(
@@ -143,6 +168,8 @@ class TrainingLoop:
             self.evaluation_callback = PeriodicEvaluation(self._evaluate_during, self.plan.should_evaluate)
             callbacks.append(self.evaluation_callback)
         callbacks.append(self.logger)
+        if c.runtime.verbose and (run_dir is None or run_dir.writer):
+            callbacks.append(RunProgbar(self.plan.epochs))
         if use_tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(run_dir.logs, write_graph=False, update_freq="epoch",
                                                          profile_batch=0))
@@ -180,7 +207,7 @@ class TrainingLoop:
             self.record(dict(stage.to_dict(), event="stage", resumed_at_epoch=epoch,
                              train_functions=self.train_cache.trace_count))
             dataset = self.train_dataset(stage, epoch)
-            with self.train_cache.use(stage.image_size):
+            with self.train_cache.use(stage.image_size), _fit_context(plan):
                 if in_epoch:  # finish the interrupted epoch with its remaining steps
                     self.progress_callback.begin_segment(in_epoch)
                     self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,

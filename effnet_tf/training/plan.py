@@ -45,7 +45,10 @@ class Plan:
 
     @property
     def export_dir(self) -> Optional[str]:
-        return self.config.export.dir
+        """``export.dir``, or ``<model_dir>/export`` when that is null."""
+        if self.config.export.dir:
+            return self.config.export.dir
+        return self.run_dir.export if self.run_dir is not None else None
 
     def stage_at_epoch(self, epoch: int) -> schedule_lib.Stage:
         return schedule_lib.stage_at_epoch(self.schedule, self.config.runtime.seed, epoch)
