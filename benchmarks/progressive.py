@@ -1,15 +1,32 @@
-"""Progressive learning against a fixed image size: wall time, final accuracy, compile count.
+"""Progressive learning against a fixed image size, where a step's cost grows with its pixels.
 
-Both runs train the same model for the same number of epochs on the built-in synthetic data
-(``configs/demo.yaml`` unless ``--config`` says otherwise); one with ``progressive.mode=staged``
-(sizes rise to the final size while regularization rises), one with ``progressive.mode=none``
-(every epoch at the final size). Each run is the real driver in a fresh process
-(``python -m effnet_tf.main``); with ``--repeats`` > 1 the runs alternate. The table gives the
-median wall time of each, their ratio, the final eval accuracy (EMA weights, eval size) and
-the number of compiled train functions, read from ``model_dir/progress.jsonl``.
+Three arms train the same model for the same epochs on the same data (the built-in synthetic
+task; ``configs/demo.yaml``'s model unless ``--config`` says otherwise) and are evaluated at the
+same epochs (``eval.every_epochs``), at the final size:
 
-    python benchmarks/progressive.py                       # demo.yaml, 8 epochs
-    python benchmarks/progressive.py --epochs=4 --params_override=data.train_examples=2048
+* ``staged``: the paper's Algorithm 1, 4 stages from ``--min_size`` to ``--max_size``
+  (paper sizing), RandAugment/dropout rising with the size;
+* ``random``: a size sampled from the buckets every ``--random_interval`` epochs;
+* ``fixed``: every epoch at ``--max_size`` (``progressive.mode=none``).
+
+Each run is the real driver in a fresh process (``python -m effnet_tf.main``), once per seed.
+From its ``progress.jsonl`` the script splits the wall time into compile (a new size's first
+step minus a typical step), train, eval and other (start-up, model build, input-pipeline
+set-up, checkpoints), and reads the compiled train programs, the accuracy at every evaluation
+and when the arm first reached the fixed arm's final top-1 (train time, evaluations excluded).
+
+First it measures this machine's step cost against pixels for the benchmark model (``--steps``
+timed ``train_on_batch`` steps per bucket size, after warm-up), which says whether smaller images
+can save anything here. It writes a plot (image size and top-1 against train time, per arm) to
+``--plot``. The last line reads::
+
+    progressive/fixed wall-time ratio: R (staged), R (random); top-1 staged A, random B, fixed C
+
+where R is wall time without evaluation (the same evaluation work in every arm), median over
+seeds, and A, B, C the mean final top-1 over seeds.
+
+    python benchmarks/progressive.py                       # 96 -> 224 px, 16 epochs, seeds 1,2
+    python benchmarks/progressive.py --seeds=1 --epochs=8 --params_override=data.train_examples=512
 """
 
 from __future__ import annotations
@@ -24,55 +41,219 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARMS = {"staged": "staged", "random": "random", "fixed": "none"}
 
 
-def run_once(mode: str, config: str, epochs: int, extra: str, model_dir: str) -> dict:
-    overrides = f"progressive.mode={mode},train.epochs={epochs},export.enabled=false"
-    if extra:
-        overrides += "," + extra
-    command = [sys.executable, "-m", "effnet_tf.main", f"--config={config}", f"--model_dir={model_dir}",
+def common_overrides(args) -> str:
+    return ",".join(filter(None, [
+        f"train.epochs={args.epochs}", f"train.image_size={args.max_size}", f"eval.image_size={args.max_size}",
+        f"progressive.min_image_size={args.min_size}", f"progressive.bucket_step={args.bucket_step}",
+        "progressive.num_stages=4", "progressive.sizing=paper",
+        f"progressive.random_interval_epochs={args.random_interval}", f"eval.every_epochs={args.eval_every}",
+        "export.enabled=false", "runtime.tensorboard=false", args.params_override]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step cost against pixels
+
+
+def step_cost(args) -> list:
+    """``[(size, ms per step)]`` for the benchmark model at every bucket size (in this process)."""
+    sys.path.insert(0, REPO)
+    import keras
+    import numpy as np
+
+    from effnet_tf import config as config_lib
+    from effnet_tf.data.buckets import make_buckets
+    from effnet_tf.model.from_config import build_from_config
+    from effnet_tf.training.plan import make_plan
+    from effnet_tf.training.task import attach_optimizer
+
+    config = config_lib.load_yaml_files([os.path.join(REPO, args.config)])
+    config_lib.apply_override_string(config, common_overrides(args) + ",runtime.model_dir=null")
+    plan = make_plan(config, num_classes=config.data.num_classes, train_examples=config.data.train_examples)
+    c = plan.config
+    model = build_from_config(c.model)
+    attach_optimizer(model, c, plan.steps_per_epoch)
+    batch = c.train.global_batch_size
+    rows = []
+    rng = np.random.default_rng(0)
+    for size in make_buckets(args.min_size, args.max_size, args.bucket_step):
+        images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+        labels = np.eye(c.model.num_classes, dtype="float32")[rng.integers(0, c.model.num_classes, batch)]
+        model.train_function = None  # one program per size, as in training
+        for _ in range(2):
+            model.train_on_batch(images, labels)
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            model.train_on_batch(images, labels)
+            times.append(time.perf_counter() - start)
+        rows.append((size, 1000 * statistics.median(times)))
+    keras.backend.clear_session()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+
+
+def run_once(arm: str, seed: int, args, model_dir: str) -> dict:
+    overrides = f"progressive.mode={ARMS[arm]},runtime.seed={seed}," + common_overrides(args)
+    command = [sys.executable, "-m", "effnet_tf.main", f"--config={args.config}", f"--model_dir={model_dir}",
                "--mode=train_and_eval", f"--params_override={overrides}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    start = time.perf_counter()
+    started = time.time()
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    wall = time.time() - started
     if completed.returncode != 0:
-        raise SystemExit(f"{mode} run failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
-    records = [json.loads(line) for line in open(os.path.join(model_dir, "progress.jsonl"))]
+        raise SystemExit(f"{arm} run failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
+                         f"{completed.stderr[-3000:]}")
+    with open(os.path.join(model_dir, "progress.jsonl")) as handle:
+        records = [json.loads(line) for line in handle]
+    epochs = [r for r in records if r.get("event") == "epoch"]
     end = [r for r in records if r.get("event") == "run_end"][-1]
-    sizes = sorted({r["image_size"] for r in records if r.get("event") == "stage"})
-    return {"seconds": seconds, "top1": end.get("eval_top1"), "compiled": end.get("train_functions"),
-            "sizes": sizes}
+    compile_s = sum(r.get("compile_seconds", 0.0) for r in epochs)
+    eval_s = sum(r.get("eval_seconds", 0.0) for r in epochs)
+    train_s = sum(r.get("train_seconds", 0.0) for r in epochs) - compile_s
+    setup_s = sum(r.get("setup_seconds", 0.0) for r in epochs)
+    # The timeline, evaluations taken out: (train time at the end of the epoch, size, top-1 or None).
+    timeline, evaluated = [], 0.0
+    for r in epochs:
+        at = r["time"] - started - evaluated - r.get("eval_seconds", 0.0)
+        evaluated += r.get("eval_seconds", 0.0)
+        timeline.append((at, r["image_size"], r.get("val_top1")))
+    return {"arm": arm, "seed": seed, "wall": wall, "compile": compile_s, "train": train_s, "eval": eval_s,
+            "setup": setup_s, "other": wall - compile_s - train_s - eval_s, "top1": end.get("eval_top1"),
+            "compiled": end.get("train_functions"), "sizes": sorted({r["image_size"] for r in epochs}),
+            "timeline": timeline}
+
+
+def first_reach(timeline, target: float):
+    """Train time (evaluations excluded) at the first evaluation with top-1 >= ``target``."""
+    for at, _, top1 in timeline:
+        if top1 is not None and top1 >= target - 1e-9:
+            return at
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def plot(results, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"staged": "tab:blue", "random": "tab:orange", "fixed": "tab:gray"}
+    figure, (size_axis, top1_axis) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for run in results:
+        style = "-" if run["seed"] == results[0]["seed"] else "--"
+        label = f"{run['arm']} (seed {run['seed']})"
+        times = [0.0] + [t for t, _, _ in run["timeline"]]
+        sizes = [run["timeline"][0][1]] + [s for _, s, _ in run["timeline"]]
+        size_axis.step(times, sizes, where="pre", color=colors[run["arm"]], linestyle=style, label=label)
+        points = [(t, a) for t, _, a in run["timeline"] if a is not None]
+        top1_axis.plot([t for t, _ in points], [a for _, a in points], marker="o", color=colors[run["arm"]],
+                       linestyle=style, label=label)
+    size_axis.set_ylabel("train image size (px)")
+    top1_axis.set_ylabel("eval top-1")
+    top1_axis.set_xlabel("train wall-clock time, s (evaluations excluded)")
+    size_axis.legend(fontsize=7, ncol=2)
+    size_axis.set_title("Progressive learning against a fixed size")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def report(results, costs, args) -> None:
+    if costs:
+        print("\nStep cost of the benchmark model on this machine (train_on_batch, median of "
+              f"{args.steps} steps after warm-up)")
+        print("| size px | ms per step | ms per 100² px | vs largest |")
+        print("|---|---|---|---|")
+        largest = costs[-1][1]
+        for size, ms in costs:
+            print(f"| {size} | {ms:.0f} | {ms / (size / 100) ** 2:.0f} | {ms / largest:.2f} |")
+
+    by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in args.arms}
+    fixed = {r["seed"]: r for r in by_arm.get("fixed", [])}
+
+    def med(arm, key):
+        return statistics.median(r[key] for r in by_arm[arm])
+
+    print(f"\nconfig={args.config} epochs={args.epochs} sizes {args.min_size}->{args.max_size} "
+          f"seeds={args.seeds} overrides={common_overrides(args)!r}")
+    print("| arm | sizes trained | compiled programs | wall s | compile s | train s | eval s | other s "
+          "| wall without eval, vs fixed | final top-1 per seed | mean top-1 | train s to fixed's final top-1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ratios, means = {}, {}
+    for arm, runs in by_arm.items():
+        base = statistics.median(r["wall"] - r["eval"] for r in by_arm["fixed"]) if "fixed" in by_arm else None
+        ratio = (statistics.median(r["wall"] - r["eval"] for r in runs) / base) if base else float("nan")
+        ratios[arm] = ratio
+        top1 = [r["top1"] for r in runs]
+        means[arm] = statistics.mean(top1)
+        reach = []
+        for r in runs:
+            target = fixed.get(r["seed"])
+            at = first_reach(r["timeline"], target["top1"]) if target else None
+            reach.append("never" if at is None else f"{at:.0f}")
+        sizes = sorted({s for r in runs for s in r["sizes"]})
+        print(f"| {arm} | {sizes} | {', '.join(str(r['compiled']) for r in runs)} | {med(arm, 'wall'):.0f} | "
+              f"{med(arm, 'compile'):.0f} | {med(arm, 'train'):.0f} | {med(arm, 'eval'):.0f} | {med(arm, 'other'):.0f} | "
+              f"{ratio:.2f} | {', '.join(f'{t:.4f}' for t in top1)} | {means[arm]:.4f} | {', '.join(reach)} |")
+    print(f"(medians over seeds; seed spread of the fixed arm's top-1: "
+          f"{max(r['top1'] for r in by_arm['fixed']) - min(r['top1'] for r in by_arm['fixed']):.4f})"
+          if "fixed" in by_arm else "")
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    print(f"progressive/fixed wall-time ratio: {ratios.get('staged', float('nan')):.2f} (staged), "
+          f"{ratios.get('random', float('nan')):.2f} (random); top-1 staged {means.get('staged', float('nan')):.4f}, "
+          f"random {means.get('random', float('nan')):.4f}, fixed {means.get('fixed', float('nan')):.4f}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--params_override", default="", help="extra overrides for both runs")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--min_size", type=int, default=96)
+    parser.add_argument("--max_size", type=int, default=224)
+    parser.add_argument("--bucket_step", type=int, default=32)
+    parser.add_argument("--random_interval", type=int, default=4,
+                        help="epochs between random sizes (the paper: 8 of 350 epochs)")
+    parser.add_argument("--eval_every", type=int, default=4)
+    parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--arms", default="staged,random,fixed")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per size for the step-cost curve")
+    parser.add_argument("--no_step_cost", action="store_true")
+    parser.add_argument("--plot", default=os.path.join(REPO, "docs", "images", "progressive_benchmark.png"))
+    parser.add_argument("--params_override", default="", help="extra overrides for every run")
     args = parser.parse_args(argv)
+    args.arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.plot:
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
 
-    results = {"staged": [], "none": []}
+    costs = [] if args.no_step_cost else step_cost(args)
+    for size, ms in costs:
+        print(f"# step cost at {size} px: {ms:.0f} ms", flush=True)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(args.repeats):
-            for mode in ("staged", "none"):
-                model_dir = os.path.join(tmp, f"{mode}-{repeat}")
-                results[mode].append(run_once(mode, args.config, args.epochs, args.params_override, model_dir))
-                r = results[mode][-1]
-                print(f"# {mode} run {repeat + 1}: {r['seconds']:.1f} s, top-1 {r['top1']}, "
-                      f"{r['compiled']} compiled, sizes {r['sizes']}", flush=True)
-
-    def med(mode, key):
-        return statistics.median(r[key] for r in results[mode])
-
-    print(f"\nconfig={args.config} epochs={args.epochs} repeats={args.repeats} overrides={args.params_override!r}")
-    print("| schedule | image sizes | wall time s | time ratio (vs fixed) | final top-1 | compiled train functions |")
-    print("|---|---|---|---|---|---|")
-    fixed = med("none", "seconds")
-    for mode, label in (("staged", "progressive (staged)"), ("none", "fixed at final size")):
-        print(f"| {label} | {results[mode][0]['sizes']} | {med(mode, 'seconds'):.1f} | "
-              f"{med(mode, 'seconds') / fixed:.2f} | {med(mode, 'top1'):.4f} | {results[mode][0]['compiled']} |")
+        for seed in seeds:
+            for arm in args.arms:  # arms alternate within a seed, so drift hits all of them alike
+                run = run_once(arm, seed, args, os.path.join(tmp, f"{arm}-{seed}"))
+                results.append(run)
+                print(f"# {arm} seed {seed}: {run['wall']:.0f} s (compile {run['compile']:.0f}, train "
+                      f"{run['train']:.0f}, eval {run['eval']:.0f}), top-1 {run['top1']}, {run['compiled']} "
+                      f"compiled, sizes {run['sizes']}", flush=True)
+    report(results, costs, args)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_architecture_names_every_module_and_only_existing_ones():
 
 
 @pytest.mark.parametrize("name", ["architecture.md", "configs.md", "progressive_learning.md", "models.md",
-                                  "tpu.md", "troubleshooting.md"])
+                                  "tpu.md", "troubleshooting.md", "recipe.md"])
 def test_relative_links_resolve(name):
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", _read(name)):
         assert os.path.exists(os.path.normpath(os.path.join(DOCS, target))), f"{name}: broken link {target}"

@@ -13,7 +13,7 @@ PACKAGE = os.path.join(REPO, "effnet_tf")
 ALLOWED = {
     "blocks": set(),
     "storage": set(),
-    "data": set(),
+    "data": {"storage"},
     "model": {"blocks"},
     "config": {"model", "storage"},
     "export": {"config", "model", "data", "storage"},

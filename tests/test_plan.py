@@ -44,12 +44,15 @@ def test_plan_is_frozen_and_leaves_the_users_config_alone():
 
 
 def test_plan_validates_once_and_names_every_bad_key():
-    config = _v2s("train.global_batch_size=30,model.dropout_rate=1.5")
+    config = _v2s("train.global_batch_size=30,model.dropout_rate=1.5,eval.every_epochs=0,"
+                  "export.calibration_examples=0")
     with pytest.raises(ValueError) as error:
         make_plan(config, num_classes=10, train_examples=6_400, num_replicas=4)
     message = str(error.value)
     assert "global_batch_size=30 must be divisible by the 4 replicas" in message
     assert "model.dropout_rate=1.5" in message
+    assert "eval.every_epochs=0 must be null or >= 1" in message
+    assert "export.calibration_examples=0 must be >= 1" in message
     with pytest.raises(ValueError, match="train.global_batch_size=0 must be > 0"):
         make_plan(_v2s("train.global_batch_size=0"), num_classes=10, train_examples=6_400)
 

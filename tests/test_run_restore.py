@@ -85,3 +85,33 @@ def test_predict_cli_on_a_training_model_dir(trained_run, images, capsys):
     from_export = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
     assert [p["label"] for p in on_the_fly] == [p["label"] for p in from_export]
     np.testing.assert_allclose([p["score"] for p in on_the_fly], [p["score"] for p in from_export], atol=1e-6)
+
+
+def test_int8_export_from_model_dir_calibrates_on_the_training_split(trained_run, tmp_path):
+    """The run's config names the data: calibration reads its training split (eval preprocessing,
+    export size); the run's EMA of the BN statistics came back with the checkpoint."""
+    trainer = trained_run
+    assert trainer.model.optimizer.moving_statistics_pairs  # ema_decay set: statistics averaged too
+    target = run.export_from_model_dir(trainer.config.runtime.model_dir, str(tmp_path / "export"),
+                                       formats=("tflite_int8",))
+    meta = bundle.read_metadata(target)
+    assert meta["files"] == {"tflite_int8": "model_int8.tflite"}
+    assert meta["tflite_int8"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    with open(os.path.join(target, "model_int8.tflite"), "rb") as handle:
+        assert handle.read(8)[4:8] == b"TFL3"  # the flatbuffer's file identifier
+
+
+def test_calibration_images_are_eval_preprocessed_training_images_in_random_order():
+    from effnet_tf.data import build_dataset, calibration_images, get_source
+
+    source = get_source("synthetic", num_classes=3, train_examples=24, validation_examples=8)
+    reference = np.concatenate([batch.numpy() for batch, _ in build_dataset(
+        source, split="train", image_size=32, global_batch_size=8, training=False, drop_remainder=False)])
+    got = calibration_images(source, "train", 32, count=10, seed=3)
+    assert got.shape == (10, 32, 32, 3) and got.dtype == np.uint8
+    # Each is one of the split's eval-preprocessed images, each a different one, not the first ten.
+    index = [int(np.flatnonzero((reference == image).all(axis=(1, 2, 3)))[0]) for image in got]
+    assert len(set(index)) == 10 and index != list(range(10))
+    assert len(calibration_images(source, "train", 32, count=100)) == 24  # the split is smaller
+    with pytest.raises(ValueError, match="count must be an int >= 1, got 0"):
+        calibration_images(source, "train", 32, count=0)

@@ -61,6 +61,31 @@ def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
     assert [r["train_functions"] for r in epochs] == [len(set(sizes[: i + 1])) for i in range(5)]
 
 
+def test_epoch_records_split_the_time_and_eval_every_epochs(tmp_path):
+    """progress.jsonl says where each epoch's time went; eval.every_epochs evaluates at fixed
+    epochs (here 3 and the last, 4) whatever the stages."""
+    config = tiny_config(tmp_path, "progressive.mode=staged,progressive.num_stages=2,train.epochs=4,"
+                                   "runtime.mode=train_and_eval,eval.every_epochs=3")
+    driver = Driver(config)
+    assert [driver.plan.should_evaluate(e) for e in range(4)] == [False, False, True, True]
+    driver.run()
+    epochs = [r for r in read_progress(tmp_path) if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+    # Evaluated after epochs 3 and 4 only, and the evaluation's time is its own.
+    assert [("val_top1" in r, "eval_seconds" in r) for r in epochs] == [(False, False), (False, False),
+                                                                        (True, True), (True, True)]
+    assert all(r["eval_seconds"] > 0 for r in epochs[2:])
+    # A compile in the first epoch of each stage (a new size), none in the others.
+    compiled = [r["train_functions"] > (epochs[i - 1]["train_functions"] if i else 0) for i, r in enumerate(epochs)]
+    assert compiled == [True, False, True, False]
+    assert [("compile_seconds" in r) for r in epochs] == compiled
+    assert [("setup_seconds" in r) for r in epochs] == [True, False, True, False]  # a stage's first epoch
+    for r in epochs:
+        assert 0 < r.get("compile_seconds", 0) < r["train_seconds"] or "compile_seconds" not in r
+        # Throughput counts train time only (4 steps of 16 images).
+        assert r["images_per_second"] == pytest.approx(4 * 16 / r["train_seconds"], rel=0.02)
+
+
 def _revisits(config, seed):
     config = config_lib.copy_config(config)
     config.runtime.seed = seed

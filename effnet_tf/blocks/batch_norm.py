@@ -23,6 +23,7 @@ import contextlib
 import keras
 
 _fused_enabled = True
+_statistics_frozen = False
 
 
 @contextlib.contextmanager
@@ -39,6 +40,27 @@ def fused_batch_norm(enabled: bool):
         yield
     finally:
         _fused_enabled = previous
+
+
+def _snapshot(variable):
+    """A copy of ``variable``'s current value (read now, not when the copy is used)."""
+    return keras.ops.copy(variable.value)
+
+
+@contextlib.contextmanager
+def frozen_statistics():
+    """Training-mode calls traced inside this block normalize with the batch's moments but leave
+    the moving statistics as they are.
+
+    Gradient checkpointing runs a block's forward pass a second time in the backward pass; that
+    recomputation must not move the statistics a second time in the same step.
+    """
+    global _statistics_frozen
+    previous, _statistics_frozen = _statistics_frozen, True
+    try:
+        yield
+    finally:
+        _statistics_frozen = previous
 
 
 @keras.saving.register_keras_serializable(package="effnet_tf")
@@ -83,7 +105,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None or not self._fusable(inputs):
-            return super().call(inputs, training=training, mask=mask)
+            if not (_statistics_frozen and training and self.trainable):
+                return super().call(inputs, training=training, mask=mask)
+            # Keras' code updates the statistics inside its call: put the old values back.
+            saved = [_snapshot(self.moving_mean), _snapshot(self.moving_variance)]
+            output = super().call(inputs, training=training, mask=mask)
+            self.moving_mean.assign(saved[0])
+            self.moving_variance.assign(saved[1])
+            return output
         import tensorflow as tf
 
         batch_statistics = bool(training) and self.trainable  # Keras' rule, frozen BN included
@@ -99,7 +128,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             data_format="NHWC",
             is_training=batch_statistics,
         )
-        if batch_statistics:
+        if batch_statistics and not _statistics_frozen:
             self.moving_mean.assign(tf.cast(running_mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(running_variance, self.moving_variance.dtype))
         return output

@@ -12,6 +12,7 @@ import keras
 
 from effnet_tf.blocks.batch_norm import FusedBatchNormalization
 from effnet_tf.blocks.layers import SERIALIZATION_PACKAGE, CONV_KERNEL_INITIALIZER, SqueezeExcite, StochasticDepth, check_rate
+from effnet_tf.blocks.recompute import recompute_grad
 
 
 class _BlockBase(keras.layers.Layer):
@@ -19,6 +20,8 @@ class _BlockBase(keras.layers.Layer):
 
     Both blocks have the same signature (timm's rule: uniform block signatures), so the
     builder picks the class from the block string's ``c`` key and passes the same arguments.
+    Each defines ``_body`` (everything up to the residual); ``call`` adds the residual, and with
+    ``gradient_checkpointing`` recomputes the body's activations in the backward pass of training.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class _BlockBase(keras.layers.Layer):
         bn_epsilon: float = 1e-3,
         activation: str = "silu",
         batchnorm_synchronized: bool = False,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -54,6 +58,7 @@ class _BlockBase(keras.layers.Layer):
         self.bn_epsilon = float(bn_epsilon)
         self.activation = activation
         self.batchnorm_synchronized = bool(batchnorm_synchronized)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.expanded_filters = int(round(self.input_filters * self.expand_ratio))
         self.has_residual = self.skip and self.stride == 1 and self.input_filters == self.output_filters
         self.stochastic_depth = (
@@ -82,7 +87,14 @@ class _BlockBase(keras.layers.Layer):
         reduced = max(1, int(self.input_filters * self.se_ratio))
         return SqueezeExcite(reduced, activation=self.activation, name="se", dtype=self.dtype_policy)
 
-    def _add_residual(self, inputs, x, training):
+    def _body(self, inputs, training):
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        if training and self.gradient_checkpointing:
+            x = recompute_grad(lambda block_input: self._body(block_input, True))(inputs)
+        else:
+            x = self._body(inputs, training)
         if not self.has_residual:
             return x
         return inputs + self.stochastic_depth(x, training=training)
@@ -116,6 +128,7 @@ class _BlockBase(keras.layers.Layer):
             "bn_epsilon": self.bn_epsilon,
             "activation": self.activation,
             "batchnorm_synchronized": self.batchnorm_synchronized,
+            "gradient_checkpointing": self.gradient_checkpointing,
         })
         return config
 
@@ -161,15 +174,14 @@ class MBConv(_BlockBase):
             self.stochastic_depth.build(strided[:3] + (self.output_filters,))
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def _body(self, inputs, training):
         x = inputs
         if self.expand_conv is not None:
             x = self.expand_act(self.expand_bn(self.expand_conv(x), training=training))
         x = self.act(self.bn(self.dwconv(x), training=training))
         if self.se is not None:
             x = self.se(x)
-        x = self.project_bn(self.project_conv(x), training=training)
-        return self._add_residual(inputs, x, training)
+        return self.project_bn(self.project_conv(x), training=training)
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
@@ -215,7 +227,7 @@ class FusedMBConv(_BlockBase):
             self.stochastic_depth.build(out_shape)
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def _body(self, inputs, training):
         x = inputs
         if self.expand_conv is not None:
             x = self.expand_act(self.expand_bn(self.expand_conv(x), training=training))
@@ -224,7 +236,7 @@ class FusedMBConv(_BlockBase):
         x = self.project_bn(self.project_conv(x), training=training)
         if self.project_act is not None:
             x = self.project_act(x)
-        return self._add_residual(inputs, x, training)
+        return x
 
 
 BLOCK_TYPES = {False: MBConv, True: FusedMBConv}

@@ -30,7 +30,9 @@ LR_SCHEDULES = ("exponential", "cosine", "constant")
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
 EVAL_FREQUENCIES = ("epoch", "stage", "end")
 #: What ``export.formats`` may hold (``effnet_tf.export.export_all`` writes these).
-EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
+#: What an export writes unless told otherwise (tflite_int8 needs calibration images).
+DEFAULT_EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 
 
 class FrozenConfigError(AttributeError):
@@ -94,6 +96,8 @@ class ModelConfig(_Section):
     drop_connect_rate: Optional[float] = _f(None, "Stochastic-depth rate of the last block (final stage's "
                                             "value); null = the variant's (0.2).")
     sync_batch_norm: bool = _f(False, "Cross-replica (synchronized) BatchNorm under a distribution strategy.")
+    gradient_checkpointing: bool = _f(False, "Recompute each block's activations in the backward pass: less "
+                                      "memory for big variants/sizes, for about a third more step time.")
     weights: Optional[str] = _f(None, "Initial weights: 'imagenet' (keras.applications, downloaded by Keras), "
                                 "a keras.applications .h5/.weights.h5 file, or null for random init. "
                                 "A checkpoint in model_dir always takes precedence.")
@@ -151,6 +155,8 @@ class TrainConfig(_Section):
                                     "export; null or 0 disables.")
     ema_warmup: bool = _f(True, "Use min(ema_decay, (1+step)/(10+step)) as the EMA decay "
                           "(tf.train.ExponentialMovingAverage's num_updates), so short runs get a usable EMA.")
+    ema_batchnorm: bool = _f(True, "With ema_decay: also average the BatchNorm moving mean/variance (same decay "
+                             "and warm-up), and evaluate/export them with the EMA weights, as the official code.")
 
 
 @dataclass
@@ -178,6 +184,9 @@ class EvalConfig(_Section):
     batch_size: Optional[int] = _f(None, "Global eval batch size; null = train.global_batch_size.")
     frequency: str = _f("epoch", "train_and_eval: evaluate after every epoch, every stage, or only at the end.",
                         EVAL_FREQUENCIES)
+    every_epochs: Optional[int] = _f(None, "train_and_eval: evaluate after every N epochs and after the last "
+                                     "(the same points whatever the schedule, e.g. to compare runs); "
+                                     "set, it replaces frequency.")
     steps: Optional[int] = _f(None, "Eval steps; null = the whole split.")
     use_ema: bool = _f(True, "Evaluate with the EMA weights (when train.ema_decay is set).")
     checkpoint: Optional[str] = _f(None, "mode=eval: checkpoint prefix to evaluate; null = latest in model_dir.")
@@ -190,9 +199,12 @@ class ExportConfig(_Section):
     enabled: bool = _f(True, "Export at the end of training (effnet_tf.export.export_all).")
     dir: Optional[str] = _f(None, "Export directory (saved_model/, model.keras, *.tflite, metadata.json); "
                                   "null = <model_dir>/export.")
-    formats: List[str] = _f(help="What to write: any of " + ", ".join(EXPORT_FORMATS) + ".",
-                            factory=lambda: list(EXPORT_FORMATS))
+    formats: List[str] = _f(help="What to write: any of " + ", ".join(EXPORT_FORMATS) + " (tflite: float32 and "
+                            "dynamic-range files; tflite_int8: full-integer, calibrated on the training split).",
+                            factory=lambda: list(DEFAULT_EXPORT_FORMATS))
     use_ema: bool = _f(True, "Export the EMA weights (when train.ema_decay is set).")
+    calibration_examples: int = _f(200, "tflite_int8: training-split images (eval preprocessing, export size) "
+                                   "that calibrate the activation ranges.")
     overwrite: bool = _f(False, "--mode=export: replace an existing export.dir (the end-of-training export "
                                 "always replaces its own).")
 

@@ -30,6 +30,10 @@ def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> Ex
     need(m.name is not None or m.blocks, "model.name or model.blocks must be set.")
     need(bool(config.export.formats) and set(config.export.formats) <= set(EXPORT_FORMATS),
          f"export.formats={config.export.formats!r} must be a non-empty list of {list(EXPORT_FORMATS)}.")
+    need(config.eval.every_epochs is None or config.eval.every_epochs >= 1,
+         f"eval.every_epochs={config.eval.every_epochs!r} must be null or >= 1.")
+    need(config.export.calibration_examples >= 1,
+         f"export.calibration_examples={config.export.calibration_examples!r} must be >= 1.")
     if m.blocks is not None:
         need(len(m.blocks) > 0, "model.blocks must not be empty.")
     for key in ("model.width", "model.depth"):

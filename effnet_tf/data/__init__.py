@@ -9,6 +9,7 @@ Public API::
     ds = build_dataset(src, split="train", image_size=224, global_batch_size=256, ...)
 """
 from effnet_tf.data.buckets import make_buckets, snap_to_bucket
+from effnet_tf.data.calibration import calibration_images
 from effnet_tf.data.folder_source import FolderSource
 from effnet_tf.data.mixing import cutmix, mix_batch, mixup
 from effnet_tf.data.pipeline import build_dataset
@@ -24,7 +25,7 @@ from effnet_tf.data.tfrecord_source import TFRecordSource
 
 __all__ = [
     "FolderSource", "RANDAUGMENT_OPS", "SHAPES", "Source", "SyntheticSource", "TFDSSource",
-    "TFRecordSource", "TRAIN", "VALIDATION", "apply_op", "build_dataset", "cutmix",
+    "TFRecordSource", "TRAIN", "VALIDATION", "apply_op", "build_dataset", "calibration_images", "cutmix",
     "get_source", "make_buckets", "open_source", "mix_batch", "mixup", "preprocess_eval", "preprocess_train",
     "randaugment", "snap_to_bucket",
 ]

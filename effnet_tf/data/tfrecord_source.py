@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
 from effnet_tf.data.sources import TRAIN, VALIDATION, Source, shard_for_pipeline, shuffle_cache
+from effnet_tf.storage.errors import error_line
 
 _READ_BUFFER_BYTES = 8 << 20  # large sequential reads: GCS throughput
 
@@ -94,9 +94,7 @@ class TFRecordSource(Source):
                 for _ in tf.data.TFRecordDataset(path):
                     count += 1
             except tf.errors.OpError as error:
-                reason = (getattr(error, "message", "") or str(error)).splitlines()[0]
-                reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", reason)
-                return f"{path}: record {count}: {reason}"
+                return f"{path}: record {count}: {error_line(error)}"
             if count == 0:
                 return f"{path}: no records"
         return None

@@ -6,6 +6,7 @@ Layout of ``export_dir``::
     model.keras                   Keras 3 file for fine-tuning (needs `import effnet_tf`)
     model_float32.tflite          TFLite, float32
     model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
+    model_int8.tflite             TFLite, full integer (formats "tflite_int8"; needs calibration images)
     metadata.json                 variant, image size, class names, input note, versions
 """
 
@@ -13,19 +14,19 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from effnet_tf.config.schema import EXPORT_FORMATS
+from effnet_tf.config.schema import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from effnet_tf.export import prepare
 from effnet_tf.export.atomic import atomic_output
 from effnet_tf.export.keras_file import write_keras
-from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES
+from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES, TFLITE_FORMATS
 from effnet_tf.export.saved_model import write_saved_model
 from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
-from effnet_tf.export.tflite import convert_tflite
+from effnet_tf.export.tflite import convert_tflite, quantization_details
 from effnet_tf.storage.paths import join
 
 
@@ -34,7 +35,8 @@ INPUT_NOTE = (
     "or normalize on the client. serving_default takes encoded JPEG/PNG bytes and applies the "
     "evaluation preprocessing (central crop size/(size+32) below 320 px, else the whole image, "
     "resized to image_size). predict_pixels / predict_pixels_uint8 and the TFLite files take "
-    "pixels as they are (TFLite: float32 [1, image_size, image_size, 3])."
+    "pixels as they are (TFLite: float32 [1, image_size, image_size, 3]; model_int8.tflite: uint8 "
+    "pixels in, uint8 probabilities x 256 out, see tflite_int8 for the scales)."
 )
 
 
@@ -98,23 +100,28 @@ def export_all(
     model: keras.Model,
     export_dir: str,
     *,
-    formats: Sequence[str] = EXPORT_FORMATS,
+    formats: Sequence[str] = DEFAULT_EXPORT_FORMATS,
     image_size: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,
     overwrite: bool = False,
     metadata: Optional[Dict[str, Any]] = None,
     options: Optional[tf.saved_model.SaveOptions] = None,
+    calibration_images: Optional[Iterable] = None,
 ) -> str:
     """Writes ``formats`` of ``model`` (its current weights) and ``metadata.json`` to ``export_dir``.
 
-    ``formats``: any of "saved_model", "keras", "tflite" (the last writes both the float32 and
-    the dynamic-range file). The whole directory is written beside ``export_dir`` and renamed
+    ``formats``: any of "saved_model", "keras", "tflite" (writes both the float32 and the
+    dynamic-range file) and "tflite_int8" (full-integer, calibrated on ``calibration_images``:
+    see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole directory is written beside ``export_dir`` and renamed
     onto it at the end, so it is complete or absent; an existing ``export_dir`` is refused
     unless ``overwrite``. ``metadata`` adds keys to ``metadata.json`` (e.g. the checkpoint).
     Other arguments as ``export_saved_model``. Returns ``export_dir``.
     """
     formats = _check_formats(formats)
+    if "tflite_int8" in formats and calibration_images is None:
+        raise ValueError("formats 'tflite_int8' needs calibration_images: a few hundred real images "
+                         "[N, size, size, 3] of 0..255 pixels, preprocessed as for evaluation.")
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     files: Dict[str, str] = {}
     with atomic_output(export_dir, overwrite=overwrite) as temporary:
@@ -126,12 +133,16 @@ def export_all(
         if "keras" in formats:
             write_keras(serving_model, join(temporary, KERAS_FILE))
             files["keras"] = KERAS_FILE
-        if "tflite" in formats:
-            for quantize, name in TFLITE_FILES.items():
-                with tf.io.gfile.GFile(join(temporary, name), "wb") as handle:
-                    handle.write(convert_tflite(serving_model, image_size, quantize))
-                files[f"tflite_{quantize or 'float32'}"] = name
-        record = build_metadata(serving_model, image_size, class_names, top_k, files, metadata)
+        extra = dict(metadata or {})
+        for export_format in formats:
+            for quantize in TFLITE_FORMATS.get(export_format, ()):
+                flatbuffer = convert_tflite(serving_model, image_size, quantize, calibration_images)
+                with tf.io.gfile.GFile(join(temporary, TFLITE_FILES[quantize]), "wb") as handle:
+                    handle.write(flatbuffer)
+                files[f"tflite_{quantize or 'float32'}"] = TFLITE_FILES[quantize]
+                if quantize == "int8":
+                    extra["tflite_int8"] = quantization_details(flatbuffer)
+        record = build_metadata(serving_model, image_size, class_names, top_k, files, extra)
         with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
             json.dump(record, handle, indent=2)
             handle.write("\n")

@@ -5,10 +5,14 @@ readers of an export (``effnet-predict``) need not load the exporters.
     model.keras                   Keras 3 file for fine-tuning (needs `import effnet_tf`)
     model_float32.tflite          TFLite, float32
     model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
+    model_int8.tflite             TFLite, full integer: int8 weights and activations, uint8 in/out
     metadata.json                 variant, image size, class names, input note, versions
 """
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
-TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite"}
+TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_range.tflite",
+                "int8": "model_int8.tflite"}
+#: The TFLite files each export format writes (keys of TFLITE_FILES).
+TFLITE_FORMATS = {"tflite": (None, "dynamic_range"), "tflite_int8": ("int8",)}
 METADATA_FILE = "metadata.json"

@@ -78,6 +78,8 @@ class EfficientNet(keras.Model):
         input_shape: default ``(None, None, 3)``, so one model trains at every image size.
         bn_momentum, bn_epsilon: BatchNorm settings (defaults per family).
         batchnorm_synchronized: cross-replica BatchNorm under a distribution strategy.
+        gradient_checkpointing: recompute each block's activations in the backward pass of
+            training (less memory for more compute; see ``effnet_tf.blocks.recompute``).
         variant: name of the registered variant this model was built from, if any.
     """
 
@@ -100,6 +102,7 @@ class EfficientNet(keras.Model):
         bn_epsilon: float = 1e-3,
         activation: str = "silu",
         batchnorm_synchronized: bool = False,
+        gradient_checkpointing: bool = False,
         variant: Optional[str] = None,
         name: Optional[str] = None,
         **kwargs,
@@ -161,6 +164,7 @@ class EfficientNet(keras.Model):
                     bn_epsilon=bn_epsilon,
                     activation=activation,
                     batchnorm_synchronized=batchnorm_synchronized,
+                    gradient_checkpointing=gradient_checkpointing,
                     name=block_name,
                 )(x)
                 stride *= args.stride
@@ -213,6 +217,17 @@ class EfficientNet(keras.Model):
         self.endpoint_layer_names = dict(endpoints)
 
     @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the blocks recompute their activations in the backward pass. Settable (e.g.
+        on a loaded model); takes effect when the train step is next traced (``compile``)."""
+        return all(self.get_layer(name).gradient_checkpointing for name in self.block_names)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enabled: bool) -> None:
+        for name in self.block_names:
+            self.get_layer(name).gradient_checkpointing = bool(enabled)
+
+    @property
     def variant(self) -> Optional[VariantSpec]:
         """The registered variant this model was built from (None for custom block strings)."""
         return get_variant(self.variant_name) if self.variant_name else None
@@ -236,6 +251,7 @@ class EfficientNet(keras.Model):
             "bn_epsilon": self.bn_epsilon,
             "activation": self.activation,
             "batchnorm_synchronized": self.batchnorm_synchronized,
+            "gradient_checkpointing": self.gradient_checkpointing,
             "variant": self.variant_name,
             "name": self.name,
             "trainable": self.trainable,
@@ -253,7 +269,7 @@ class EfficientNet(keras.Model):
 _OVERRIDABLE = (
     "width", "depth", "family", "include_top", "pooling", "classifier_activation", "dropout_rate",
     "drop_connect_rate", "include_preprocessing", "normalization", "input_shape", "bn_momentum",
-    "bn_epsilon", "activation", "batchnorm_synchronized", "name",
+    "bn_epsilon", "activation", "batchnorm_synchronized", "gradient_checkpointing", "name",
 )
 
 
@@ -270,7 +286,8 @@ def build_model(
     ``build_model(blocks=["r1_k3_s1_e1_i32_o16_c1", ...], width=0.5, depth=0.5)``.
     Overrides: width, depth, dropout_rate, drop_connect_rate, include_top, pooling,
     classifier_activation, include_preprocessing, normalization, input_shape, bn_momentum,
-    bn_epsilon, activation, batchnorm_synchronized, family, name. ``None`` values mean "default".
+    bn_epsilon, activation, batchnorm_synchronized, gradient_checkpointing, family, name.
+    ``None`` values mean "default".
     """
     unknown = sorted(set(overrides) - set(_OVERRIDABLE))
     if unknown:

@@ -26,10 +26,12 @@ def build_kwargs(model_config) -> Dict[str, Any]:
 
 
 def build_from_config(model_config, *, for_training: bool = True) -> keras.Model:
-    """The model of ``model_config``; ``for_training`` adds synchronized BatchNorm when configured
-    (a rebuilt model for export or evaluation on one device wants plain BatchNorm)."""
+    """The model of ``model_config``; ``for_training`` adds synchronized BatchNorm and gradient
+    checkpointing when configured (a model rebuilt for export or evaluation wants neither)."""
     synchronized = bool(model_config.sync_batch_norm) and for_training
-    return build_model(**build_kwargs(model_config), batchnorm_synchronized=synchronized or None)
+    checkpointing = bool(model_config.gradient_checkpointing) and for_training
+    return build_model(**build_kwargs(model_config), batchnorm_synchronized=synchronized or None,
+                       gradient_checkpointing=checkpointing or None)
 
 
 def load_initial_weights(model: keras.Model, weights: str) -> Dict[str, int]:

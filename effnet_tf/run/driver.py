@@ -19,6 +19,7 @@ from effnet_tf.config.schema import MODES, ExperimentConfig
 from effnet_tf.data.from_config import open_source
 from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
 from effnet_tf.run.failures import op_error_text
+from effnet_tf.run.restore import export_calibration
 from effnet_tf.storage import paths
 from effnet_tf.training.loop import CheckpointMismatchError, TrainingLoop
 from effnet_tf.training.optimizer import ema_weights
@@ -138,7 +139,8 @@ class Driver:
                       "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
                       "workers": self.role.num_workers, "replicas": plan.num_replicas})
         try:
-            self.loop.train(evaluate_during=evaluate and c.eval.frequency != "end", preemption=preemption)
+            during = bool(c.eval.every_epochs) or c.eval.frequency != "end"
+            self.loop.train(evaluate_during=evaluate and during, preemption=preemption)
         except tf.errors.OpError as error:
             self._name_unreadable_shard(error)
             raise
@@ -225,6 +227,7 @@ class Driver:
         # Every worker exports (reading replicated weights can be a collective), but only the
         # chief's export is kept: the others write to a temporary directory and delete it.
         target = plan.export_dir if self.role.is_chief else tempfile.mkdtemp(prefix="effnet_export_worker_")
+        calibration = export_calibration(c, c.export.formats, plan.eval_size, self.source)
         try:
             with ema_weights(self.model, enabled=c.export.use_ema):
                 export_all(
@@ -232,6 +235,7 @@ class Driver:
                     formats=tuple(c.export.formats), image_size=plan.eval_size,
                     class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
                     metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
+                    calibration_images=calibration,
                 )
         finally:
             if not self.role.is_chief:

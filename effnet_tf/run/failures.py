@@ -16,6 +16,8 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from effnet_tf.storage.errors import error_line, error_lines
+
 EXIT_FAILED = 1  # the run itself failed (not the input): see the message, rerun with --verbose
 EXIT_BAD_INPUT = 2  # configuration, flags, files, data or checkpoints: fix the input, then run again
 EXIT_NON_FINITE = 3  # the loss became NaN/inf; the last good checkpoint is kept
@@ -40,18 +42,10 @@ def _assertion_text(line: str) -> str:
 def op_error_text(error: BaseException) -> str:
     """The informative line of a TensorFlow error: the pipeline's own message, else the first
     line that is not graph boilerplate."""
-    message = getattr(error, "message", None) or str(error)
-    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message).replace("\\'", "'")
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    for line in lines:
+    for line in error_lines(error):
         if "assertion failed:" in line:
-            text = _assertion_text(line)
-            return text.replace("effnet_tf.data: ", "data: ", 1)
-    boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
-    for line in lines:
-        if not line.startswith(boilerplate):
-            return line
-    return lines[0] if lines else type(error).__name__
+            return _assertion_text(line).replace("effnet_tf.data: ", "data: ", 1)
+    return error_line(error)
 
 
 def describe(error: BaseException) -> Tuple[int, str]:

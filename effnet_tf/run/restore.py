@@ -2,8 +2,9 @@
 ``config.yaml``, restore a checkpoint (model + optimizer, so the EMA of the weights comes back
 too) and export it.
 
-No data is read: only the class names are asked of the data source, and when that fails (the
-data is not reachable from this machine) the labels are the class indices.
+No data is read, except the calibration images of a ``tflite_int8`` export: only the class names
+are asked of the data source, and when that fails (the data is not reachable from this machine)
+the labels are the class indices.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import keras
 import tensorflow as tf
 
 from effnet_tf.config.io import load_yaml_files
-from effnet_tf.config.schema import EXPORT_FORMATS, ExperimentConfig
+from effnet_tf.config.schema import ExperimentConfig
+from effnet_tf.data.calibration import calibration_images
 from effnet_tf.export.atomic import check_target
 from effnet_tf.export.bundle import export_all
 from effnet_tf.export.prepare import float32_policy
@@ -26,16 +28,6 @@ from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.task import attach_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def default_export_dir(model_dir: str) -> str:
-    """``<model_dir>/export`` (its ``saved_model/`` is a run's default SavedModel path)."""
-    return RunDirectory(model_dir).export
-
-
-def latest_checkpoint(model_dir: str) -> Optional[str]:
-    """The latest checkpoint prefix in ``model_dir`` (None when there is none)."""
-    return RunDirectory(model_dir).latest_checkpoint()
 
 
 def _find_checkpoint(run_dir: RunDirectory, checkpoint: Optional[str]) -> str:
@@ -85,6 +77,19 @@ def class_names_of(config: ExperimentConfig) -> Optional[List[str]]:
     return names
 
 
+def export_calibration(config: ExperimentConfig, formats: Sequence[str], image_size: int, source=None):
+    """The calibration images a ``tflite_int8`` export needs (``export.calibration_examples`` of
+    the training split, eval preprocessing, at ``image_size``), or None when ``formats`` has none."""
+    if "tflite_int8" not in formats:
+        return None
+    if source is None:
+        from effnet_tf.data.from_config import open_source
+
+        source = open_source(config.data)
+    return calibration_images(source, config.data.train_split, image_size, config.export.calibration_examples,
+                              seed=config.runtime.seed)
+
+
 def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> Tuple[keras.Model, Any, Dict[str, Any]]:
     """``(model, config, info)``: the model of ``model_dir`` with ``checkpoint`` (default: the
     latest) restored, compiled with its optimizer (so ``ema_weights(model)`` swaps in the EMA).
@@ -110,7 +115,7 @@ def export_from_model_dir(
     export_dir: Optional[str] = None,
     *,
     checkpoint: Optional[str] = None,
-    formats: Sequence[str] = EXPORT_FORMATS,
+    formats: Optional[Sequence[str]] = None,
     image_size: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,
@@ -126,20 +131,24 @@ def export_from_model_dir(
         image_size: default the run's ``eval.image_size`` (from its config.yaml).
         class_names: default the data source's class names, when it can be reached.
         use_ema: export the EMA of the weights when the run kept one (the recipe's choice).
-        formats, top_k, overwrite: as ``export_all``.
+        formats: as ``export_all``; default the run's ``export.formats``. ``tflite_int8`` reads
+            ``export.calibration_examples`` images of the run's training split.
+        top_k, overwrite: as ``export_all``.
     Returns:
         ``export_dir``.
     """
-    export_dir = export_dir or default_export_dir(model_dir)
+    export_dir = export_dir or RunDirectory(model_dir).export
     check_target(export_dir, overwrite)  # before the (slow) restore
     model, config, info = restore_from_model_dir(model_dir, checkpoint)
     image_size = image_size or config.eval.image_size
+    formats = tuple(formats or config.export.formats)
     if class_names is None:
         class_names = class_names_of(config)
+    calibration = export_calibration(config, formats, image_size)
     with ema_weights(model, enabled=use_ema) as used_ema:
         info.update(ema=bool(used_ema), model_dir=model_dir)
         export_all(model, export_dir, formats=formats, image_size=image_size, class_names=class_names,
-                   top_k=top_k, overwrite=overwrite, metadata={"source": info})
+                   top_k=top_k, overwrite=overwrite, metadata={"source": info}, calibration_images=calibration)
     log.info("Exported %s (step %d, %s weights) to %s", info["checkpoint"], info["global_step"],
              "EMA" if info["ema"] else "trained", export_dir)
     return export_dir

@@ -80,9 +80,6 @@ class RunDirectory:
 
     # Reading -----------------------------------------------------------------------------------
 
-    def exists(self) -> bool:
-        return paths.exists(self.root)
-
     def is_run(self) -> bool:
         """True when the directory holds a run (its config.yaml or checkpoints/)."""
         return paths.exists(self.config_file) or tf.io.gfile.isdir(self.checkpoints)

@@ -8,6 +8,7 @@ import time
 from typing import Callable, Dict, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from effnet_tf.training.checkpoint import CheckpointState
@@ -133,11 +134,14 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.evaluate = evaluate
         self.should_evaluate = should_evaluate
         self.last: Optional[Dict[str, float]] = None
+        self.last_seconds: Optional[float] = None  # wall time of the latest evaluation
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.should_evaluate(epoch):
             return
+        start = time.perf_counter()
         results = self.evaluate()
+        self.last_seconds = time.perf_counter() - start
         self.last = results
         for name, value in results.items():
             if name != "ema":  # a flag, not a metric
@@ -147,6 +151,13 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 class ProgressiveLogger(keras.callbacks.Callback):
     """Per-epoch scalars of the schedule and throughput, to TensorBoard and ``progress.jsonl``.
 
+    Where an epoch's time went, in its ``progress.jsonl`` record: ``train_seconds`` (first step to
+    last step, without the end-of-epoch evaluation), ``compile_seconds`` (when a train program was
+    compiled in the epoch: its first step's time minus the median step, i.e. trace, graph
+    optimization and input warm-up), ``eval_seconds`` (the evaluation after the epoch, if any) and
+    ``setup_seconds`` (the first epoch of a stage: from the stage's start to its first step, i.e.
+    the new input pipeline and ``fit``'s set-up). ``images_per_second`` counts train time only.
+
     TensorBoard tags (step = epoch, as Keras' epoch scalars): ``progressive/image_size``,
     ``progressive/randaug_magnitude``, ``progressive/mixup_alpha``, ``progressive/cutmix_alpha``,
     ``progressive/dropout_rate``, ``progressive/drop_connect_rate``,
@@ -154,29 +165,62 @@ class ProgressiveLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir: Optional[str], global_batch_size: int,
-                 compile_count: Callable[[], int], learning_rate: Callable[[], float], write_json: Callable[[dict], None]):
+                 compile_count: Callable[[], int], learning_rate: Callable[[], float], write_json: Callable[[dict], None],
+                 eval_seconds: Callable[[], Optional[float]] = lambda: None):
         super().__init__()
+        self.eval_seconds = eval_seconds
         self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
         self.global_batch_size = int(global_batch_size)
         self.compile_count = compile_count
         self.learning_rate = learning_rate
         self.write_json = write_json
         self.stage = None
-        self._start = None
+        self._stage_start: Optional[float] = None
         self._steps = 0
+        self._step_seconds: list = []
+        self._batch_start = self._first_batch = self._last_batch_end = None
+        self._compiled_before = 0
 
     def set_stage(self, stage) -> None:
         self.stage = stage
+        self._stage_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
         self._steps = 0
+        self._step_seconds = []
+        self._first_batch = self._last_batch_end = None
+        self._compiled_before = self.compile_count()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = time.perf_counter()
+        if self._first_batch is None:
+            self._first_batch = self._batch_start
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps = int(batch) + 1
+        self._last_batch_end = time.perf_counter()
+        if self._batch_start is not None:
+            self._step_seconds.append(self._last_batch_end - self._batch_start)
+
+    def _timing(self) -> dict:
+        """The epoch's time split (see the class docstring)."""
+        timing = {}
+        if self._first_batch is not None and self._last_batch_end is not None:
+            timing["train_seconds"] = round(self._last_batch_end - self._first_batch, 3)
+            if self._stage_start is not None:  # the stage's first epoch in this process
+                timing["setup_seconds"] = round(self._first_batch - self._stage_start, 3)
+                self._stage_start = None
+        if self.compile_count() > self._compiled_before and len(self._step_seconds) > 1:
+            typical = float(np.median(self._step_seconds[1:]))
+            timing["compile_seconds"] = round(max(self._step_seconds[0] - typical, 0.0), 3)
+        eval_seconds = self.eval_seconds()
+        if eval_seconds is not None:
+            timing["eval_seconds"] = round(eval_seconds, 3)
+        return timing
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = max(time.perf_counter() - (self._start or time.perf_counter()), 1e-9)
+        timing = self._timing()
+        seconds = max(timing.get("train_seconds", 0.0), 1e-9)
         images_per_second = self._steps * self.global_batch_size / seconds
         scalars = {
             "progressive/image_size": self.stage.image_size,
@@ -202,6 +246,7 @@ class ProgressiveLogger(keras.callbacks.Callback):
             "images_per_second": round(images_per_second, 2), "train_functions": self.compile_count(),
             "learning_rate": self.learning_rate(),
         }
+        record.update(timing)
         record.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
         self.write_json(record)
 

@@ -10,11 +10,11 @@ pure function of the epoch), so nothing else needs saving.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Optional
 
 import tensorflow as tf
 
+from effnet_tf.storage.errors import error_line
 from effnet_tf.storage.paths import join
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointRestoreError(ValueError):
     """No checkpoint of the run could be read back (damaged files, another model)."""
-
-
-def _reason(error: BaseException) -> str:
-    """The line of a restore error that says what is wrong (without TF's graph-node prefix)."""
-    text = getattr(error, "message", None) or str(error)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 class Progress(tf.Module):
@@ -101,7 +93,7 @@ class CheckpointState:
             try:
                 self._restore(path)
             except Exception as error:  # noqa: BLE001 -- a damaged file raises OpError, IndexError, ...
-                raise CheckpointRestoreError(f"checkpoint {path} could not be restored: {_reason(error)}") from error
+                raise CheckpointRestoreError(f"checkpoint {path} could not be restored: {error_line(error)}") from error
             return path
         state = tf.train.get_checkpoint_state(self.directory)
         candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
@@ -112,7 +104,7 @@ class CheckpointState:
             try:
                 self._restore(candidate)
             except Exception as error:  # noqa: BLE001 -- a damaged file raises OpError, IndexError, ...
-                failures.append(f"{candidate}: {_reason(error)}")
+                failures.append(f"{candidate}: {error_line(error)}")
                 continue
             if failures and warn is not None:
                 warn(f"could not restore {'; '.join(failures)}; restored the older {candidate} instead "

@@ -159,14 +159,22 @@ class TrainingLoop:
             self.say("TensorBoard logs disabled: the `tensorboard` package is not installed (pip install tensorboard).")
         self.progress_callback = ProgressCheckpoint(self.checkpoint, self.plan.steps_per_epoch,
                                                     c.runtime.checkpoint_every_steps, preemption=self.preemption)
+        evaluation = PeriodicEvaluation(self._evaluate_during, self.plan.should_evaluate) if evaluate_during else None
+
+        def eval_seconds():  # the evaluation after this epoch (it runs before the logger), once
+            seconds = evaluation.last_seconds if evaluation is not None else None
+            if evaluation is not None:
+                evaluation.last_seconds = None
+            return seconds
+
         self.logger = ProgressiveLogger(
             run_dir.path(run_dir.LOGS, "progressive") if use_tensorboard else None,
             c.train.global_batch_size, lambda: self.train_cache.trace_count, self._learning_rate, self.record,
+            eval_seconds=eval_seconds,
         )
         callbacks: List[keras.callbacks.Callback] = [self.progress_callback]
-        if evaluate_during:
-            self.evaluation_callback = PeriodicEvaluation(self._evaluate_during, self.plan.should_evaluate)
-            callbacks.append(self.evaluation_callback)
+        if evaluation is not None:
+            callbacks.append(evaluation)
         callbacks.append(self.logger)
         if c.runtime.verbose and (run_dir is None or run_dir.writer):
             callbacks.append(RunProgbar(self.plan.epochs))

@@ -3,6 +3,10 @@
 Reused from Keras 3: ``ExponentialDecay`` and ``CosineDecay`` schedules, the optimizers and their
 built-in EMA (``use_ema=True``). Changed, and why:
 
+* The EMA also covers the BatchNorm moving statistics (``track_moving_statistics``), as the
+  official code's ``ExponentialMovingAverage`` over ``trainable_variables + moving_mean/var``
+  does: Keras' EMA covers trainable weights only, which would pair averaged weights with the
+  last steps' raw statistics at eval and export.
 * EMA decay warm-up ``min(decay, (1 + step) / (10 + step))`` (``tf.train.ExponentialMovingAverage``
   with ``num_updates``, as the official code): with a fixed 0.9999 a short run evaluates
   nearly its initial weights.
@@ -117,6 +121,46 @@ class _EMAMixin:
 
     def _init_ema(self, ema_warmup: bool) -> None:
         self.ema_warmup = bool(ema_warmup)
+        # (moving statistic, its average), see track_moving_statistics. Set around the trackers:
+        # the statistics are the model's, and must not be checkpointed a second time here.
+        object.__setattr__(self, "_statistics_pairs", ())
+
+    def track_moving_statistics(self, statistics) -> int:
+        """Keeps an EMA of ``statistics`` (BatchNorm moving means/variances: non-trainable
+        variables the forward pass updates) with the weights' decay and warm-up; returns how many.
+
+        Call once, after ``build``, in the strategy's scope. The averages are optimizer variables
+        (checkpointed with it) and, like the statistics, replica-local and averaged when read
+        (ON_READ + MEAN): each replica averages its own statistics with no communication, and the
+        mean of the replicas' averages is the average of the replicas' mean, the EMA being linear.
+        """
+        if not self.use_ema or self._statistics_pairs:
+            return 0
+        averages = []
+        for statistic in statistics:
+            variable = _tf_variable(statistic)
+            averages.append(tf.Variable(
+                tf.zeros(variable.shape, variable.dtype), trainable=False,
+                name=variable.name.split(":")[0].replace("/", "_") + "_average",
+                synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.MEAN))
+        self.statistics_averages = averages  # tracked: saved and restored with the optimizer
+        object.__setattr__(self, "_statistics_pairs", tuple(zip(statistics, averages)))
+        return len(averages)
+
+    @property
+    def moving_statistics_pairs(self):
+        """``(statistic, average)`` for each tracked moving statistic (empty when none)."""
+        return list(self._statistics_pairs)
+
+    def _update_statistics_moving_average(self):
+        """In replica context, before the weights' merge call: each replica's own copy."""
+        if not self._statistics_pairs:
+            return
+        decay = self.current_ema_decay()
+        for statistic, average in self._statistics_pairs:
+            value = tf.cast(_tf_variable(statistic), average.dtype)
+            rate = tf.cast(decay, average.dtype)
+            average.assign(rate * average + (1.0 - rate) * value)
 
     def current_ema_decay(self):
         decay = ops.cast(self.ema_momentum, "float32")
@@ -129,6 +173,7 @@ class _EMAMixin:
     def _update_model_variables_moving_average(self, trainable_variables):
         if not self.use_ema:
             return
+        self._update_statistics_moving_average()
         pairs = [
             (var.value if isinstance(var, keras.Variable) else var,
              avg.value if isinstance(avg, keras.Variable) else avg)
@@ -226,6 +271,23 @@ def base_optimizer(optimizer):
 # EMA weights for evaluation and export
 
 
+def _tf_variable(variable):
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def _swap_statistics_with_average(optimizer) -> None:
+    """Swaps each replica's copy of a statistic with its average, replica by replica (exact, no
+    communication; the copies of a replica-local variable may differ)."""
+    strategy = optimizer._distribution_strategy
+    for statistic, average in getattr(optimizer, "moving_statistics_pairs", []):
+        for mine, average_copy in zip(strategy.experimental_local_results(_tf_variable(statistic)),
+                                      strategy.experimental_local_results(average)):
+            with tf.device(mine.device):
+                saved = tf.identity(mine)
+                mine.assign(average_copy)
+                average_copy.assign(saved)
+
+
 def _swap_with_average(optimizer) -> None:
     strategy = optimizer._distribution_strategy
 
@@ -241,6 +303,7 @@ def _swap_with_average(optimizer) -> None:
             var = var.value if isinstance(var, keras.Variable) else var
             avg = avg.value if isinstance(avg, keras.Variable) else avg
             strategy.extended.update(var, swap, args=(avg,), group=True)
+    _swap_statistics_with_average(optimizer)
 
 
 def has_ema(model_or_optimizer) -> bool:
@@ -251,7 +314,8 @@ def has_ema(model_or_optimizer) -> bool:
 
 @contextlib.contextmanager
 def ema_weights(model: keras.Model, enabled: bool = True) -> Iterator[bool]:
-    """Puts the EMA weights into ``model`` for the ``with`` body and the trained ones back after.
+    """Puts the EMA weights (and the EMA of the BatchNorm statistics, when the optimizer tracks
+    them) into ``model`` for the ``with`` body and the trained ones back after.
 
     Yields whether the EMA is in use (False when the optimizer has none or ``enabled`` is False).
     The swap is exact (values are exchanged, not recomputed) and distribution-aware.
@@ -285,6 +349,15 @@ class KernelL2(keras.regularizers.Regularizer):
 
     def get_config(self):
         return {"weight_decay": self.weight_decay}
+
+
+def batchnorm_statistics(model: keras.Model) -> List[keras.Variable]:
+    """Every BatchNorm layer's moving mean and variance, in layer order."""
+    statistics = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            statistics += [layer.moving_mean, layer.moving_variance]
+    return statistics
 
 
 def kernel_variables(model: keras.Model) -> List[keras.Variable]:

@@ -55,6 +55,9 @@ class Plan:
 
     def should_evaluate(self, epoch: int) -> bool:
         """Whether ``train_and_eval`` evaluates after (0-based) ``epoch``."""
+        every = self.config.eval.every_epochs
+        if every:
+            return (epoch + 1) % every == 0 or epoch + 1 == self.epochs
         frequency = self.config.eval.frequency
         if frequency == "epoch":
             return True

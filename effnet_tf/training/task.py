@@ -17,7 +17,8 @@ from effnet_tf.data.pipeline import build_dataset
 from effnet_tf.model.from_config import build_from_config, load_initial_weights
 from effnet_tf.storage.paths import is_remote
 from effnet_tf.training.checkpoint import CheckpointState, Progress
-from effnet_tf.training.optimizer import apply_weight_decay, base_optimizer, build_lr_schedule, build_optimizer
+from effnet_tf.training.optimizer import (
+    apply_weight_decay, base_optimizer, batchnorm_statistics, build_lr_schedule, build_optimizer)
 from effnet_tf.training.plan import Plan
 from effnet_tf.training.schedule import Stage
 from effnet_tf.training.strategy import set_precision
@@ -40,7 +41,7 @@ class Components:
 
 def attach_optimizer(model: keras.Model, config, steps_per_epoch: int, *, jit_compile: bool = False) -> None:
     """Compiles ``model`` with the recipe's optimizer, loss and metrics, and builds every optimizer
-    variable now (slots, EMA, a LossScaleOptimizer's scale): they are then restored eagerly, and the
+    variable now (slots, EMA of the weights and BN statistics, a LossScaleOptimizer's scale): they are then restored eagerly, and the
     train step never creates variables (which would make tf.function trace it twice)."""
     t = config.train
     optimizer = build_optimizer(t, build_lr_schedule(t, steps_per_epoch))
@@ -55,6 +56,8 @@ def attach_optimizer(model: keras.Model, config, steps_per_epoch: int, *, jit_co
         jit_compile=jit_compile,
     )
     model.optimizer.build(model.trainable_variables)
+    if t.ema_batchnorm:
+        base_optimizer(model.optimizer).track_moving_statistics(batchnorm_statistics(model))
     _build_compiled_state(model, config.model.num_classes)
 
 
