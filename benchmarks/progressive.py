@@ -11,8 +11,8 @@ same epochs (``eval.every_epochs``), at the final size:
 
 Each run is the real driver in a fresh process (``python -m effnet_tf.main``), once per seed.
 From its ``progress.jsonl`` the script splits the wall time into compile (a new size's first
-step minus a typical step), train, eval and other (start-up, model build, input-pipeline
-set-up, checkpoints), and reads the compiled train programs, the accuracy at every evaluation
+step minus a typical step), train, eval, stage set-up (a stage's new input pipeline and ``fit``
+set-up, up to its first step) and other (process start-up, model build, checkpoints), and reads the compiled train programs, the accuracy at every evaluation
 and when the arm first reached the fixed arm's final top-1 (train time, evaluations excluded).
 
 First it measures this machine's step cost against pixels for the benchmark model (``--steps``
@@ -124,7 +124,7 @@ def run_once(arm: str, seed: int, args, model_dir: str) -> dict:
         evaluated += r.get("eval_seconds", 0.0)
         timeline.append((at, r["image_size"], r.get("val_top1")))
     return {"arm": arm, "seed": seed, "wall": wall, "compile": compile_s, "train": train_s, "eval": eval_s,
-            "setup": setup_s, "other": wall - compile_s - train_s - eval_s, "top1": end.get("eval_top1"),
+            "setup": setup_s, "other": wall - compile_s - train_s - eval_s - setup_s, "top1": end.get("eval_top1"),
             "compiled": end.get("train_functions"), "sizes": sorted({r["image_size"] for r in epochs}),
             "timeline": timeline}
 
@@ -186,9 +186,9 @@ def report(results, costs, args) -> None:
 
     print(f"\nconfig={args.config} epochs={args.epochs} sizes {args.min_size}->{args.max_size} "
           f"seeds={args.seeds} overrides={common_overrides(args)!r}")
-    print("| arm | sizes trained | compiled programs | wall s | compile s | train s | eval s | other s "
+    print("| arm | sizes trained | compiled programs | wall s | compile s | train s | eval s | stage set-up s | other s "
           "| wall without eval, vs fixed | final top-1 per seed | mean top-1 | train s to fixed's final top-1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios, means = {}, {}
     for arm, runs in by_arm.items():
         base = statistics.median(r["wall"] - r["eval"] for r in by_arm["fixed"]) if "fixed" in by_arm else None
@@ -203,7 +203,8 @@ def report(results, costs, args) -> None:
             reach.append("never" if at is None else f"{at:.0f}")
         sizes = sorted({s for r in runs for s in r["sizes"]})
         print(f"| {arm} | {sizes} | {', '.join(str(r['compiled']) for r in runs)} | {med(arm, 'wall'):.0f} | "
-              f"{med(arm, 'compile'):.0f} | {med(arm, 'train'):.0f} | {med(arm, 'eval'):.0f} | {med(arm, 'other'):.0f} | "
+              f"{med(arm, 'compile'):.0f} | {med(arm, 'train'):.0f} | {med(arm, 'eval'):.0f} | {med(arm, 'setup'):.0f} | "
+              f"{med(arm, 'other'):.0f} | "
               f"{ratio:.2f} | {', '.join(f'{t:.4f}' for t in top1)} | {means[arm]:.4f} | {', '.join(reach)} |")
     print(f"(medians over seeds; seed spread of the fixed arm's top-1: "
           f"{max(r['top1'] for r in by_arm['fixed']) - min(r['top1'] for r in by_arm['fixed']):.4f})"
@@ -232,6 +233,7 @@ def main(argv=None):
     parser.add_argument("--no_step_cost", action="store_true")
     parser.add_argument("--plot", default=os.path.join(REPO, "docs", "images", "progressive_benchmark.png"))
     parser.add_argument("--params_override", default="", help="extra overrides for every run")
+    parser.add_argument("--keep", default="", help="directory to keep the runs' progress.jsonl and results in")
     args = parser.parse_args(argv)
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
@@ -246,13 +248,19 @@ def main(argv=None):
         print(f"# step cost at {size} px: {ms:.0f} ms", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            tmp = args.keep
         for seed in seeds:
             for arm in args.arms:  # arms alternate within a seed, so drift hits all of them alike
                 run = run_once(arm, seed, args, os.path.join(tmp, f"{arm}-{seed}"))
                 results.append(run)
                 print(f"# {arm} seed {seed}: {run['wall']:.0f} s (compile {run['compile']:.0f}, train "
-                      f"{run['train']:.0f}, eval {run['eval']:.0f}), top-1 {run['top1']}, {run['compiled']} "
-                      f"compiled, sizes {run['sizes']}", flush=True)
+                      f"{run['train']:.0f}, eval {run['eval']:.0f}, stage set-up {run['setup']:.0f}, other "
+                      f"{run['other']:.0f}), top-1 {run['top1']}, {run['compiled']} compiled, sizes {run['sizes']}",
+                      flush=True)
+                if args.keep:
+                    json.dump(run, open(os.path.join(args.keep, f"{arm}-{seed}.json"), "w"))
     report(results, costs, args)
 
 
