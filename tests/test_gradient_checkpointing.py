@@ -12,7 +12,7 @@ from effnet_tf.blocks import mbconv
 from effnet_tf.export import export_all
 
 # MBConv with and without expansion/SE, Fused-MBConv single and expanded, residual and strided.
-BLOCKS = ["r1_k3_s1_e1_i16_o16_c1", "r2_k3_s2_e4_i16_o24_c1", "r2_k3_s2_e4_i24_o32_se0.25"]
+BLOCKS = ["r1_k3_s1_e1_i8_o8_c1", "r2_k3_s2_e2_i8_o16_c1", "r2_k3_s2_e2_i16_o16_se0.25"]
 
 
 def _model(checkpointing, **kwargs):
@@ -23,7 +23,7 @@ def _model(checkpointing, **kwargs):
 
 def _data():
     rng = np.random.default_rng(1)
-    return rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32"), np.eye(5, dtype="float32")[[0, 1, 2, 3]]
+    return rng.uniform(0, 255, (4, 24, 24, 3)).astype("float32"), np.eye(5, dtype="float32")[[0, 1, 2, 3]]
 
 
 def _gradients(model, images, labels, jit_compile=False):
@@ -122,7 +122,7 @@ def test_flag_serializes_and_the_model_exports(tmp_path):
     images, _ = _data()
     np.testing.assert_allclose(reloaded(images).numpy(), model(images).numpy(), atol=1e-5)
     target = str(tmp_path / "export")
-    export_all(model, target, formats=("saved_model",), image_size=32)
+    export_all(model, target, formats=("saved_model",), image_size=24)
     served = tf.saved_model.load(os.path.join(target, "saved_model")).signatures["predict_pixels"]
     probabilities = served(tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities, tf.nn.softmax(model(images)).numpy(), atol=1e-5)
