@@ -26,7 +26,7 @@ from effnet_tf.export.keras_file import write_keras
 from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES, TFLITE_FORMATS
 from effnet_tf.export.saved_model import write_saved_model
 from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
-from effnet_tf.export.tflite import convert_tflite, quantization_details
+from effnet_tf.export.tflite import check_quantize, convert_tflite, quantization_details
 from effnet_tf.storage.paths import join
 
 
@@ -113,15 +113,15 @@ def export_all(
 
     ``formats``: any of "saved_model", "keras", "tflite" (writes both the float32 and the
     dynamic-range file) and "tflite_int8" (full-integer, calibrated on ``calibration_images``:
-    see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole directory is written beside ``export_dir`` and renamed
-    onto it at the end, so it is complete or absent; an existing ``export_dir`` is refused
-    unless ``overwrite``. ``metadata`` adds keys to ``metadata.json`` (e.g. the checkpoint).
+    see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole
+    directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
+    or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys to ``metadata.json`` (e.g. the checkpoint).
     Other arguments as ``export_saved_model``. Returns ``export_dir``.
     """
     formats = _check_formats(formats)
-    if "tflite_int8" in formats and calibration_images is None:
-        raise ValueError("formats 'tflite_int8' needs calibration_images: a few hundred real images "
-                         "[N, size, size, 3] of 0..255 pixels, preprocessed as for evaluation.")
+    quantizations = [q for export_format in formats for q in TFLITE_FORMATS.get(export_format, ())]
+    for quantize in quantizations:  # before any file is written
+        check_quantize(quantize, calibration_images)
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     files: Dict[str, str] = {}
     with atomic_output(export_dir, overwrite=overwrite) as temporary:
@@ -134,14 +134,13 @@ def export_all(
             write_keras(serving_model, join(temporary, KERAS_FILE))
             files["keras"] = KERAS_FILE
         extra = dict(metadata or {})
-        for export_format in formats:
-            for quantize in TFLITE_FORMATS.get(export_format, ()):
-                flatbuffer = convert_tflite(serving_model, image_size, quantize, calibration_images)
-                with tf.io.gfile.GFile(join(temporary, TFLITE_FILES[quantize]), "wb") as handle:
-                    handle.write(flatbuffer)
-                files[f"tflite_{quantize or 'float32'}"] = TFLITE_FILES[quantize]
-                if quantize == "int8":
-                    extra["tflite_int8"] = quantization_details(flatbuffer)
+        for quantize in quantizations:
+            flatbuffer = convert_tflite(serving_model, image_size, quantize, calibration_images)
+            with tf.io.gfile.GFile(join(temporary, TFLITE_FILES[quantize]), "wb") as handle:
+                handle.write(flatbuffer)
+            files[f"tflite_{quantize or 'float32'}"] = TFLITE_FILES[quantize]
+            if quantize == "int8":
+                extra["tflite_int8"] = quantization_details(flatbuffer)
         record = build_metadata(serving_model, image_size, class_names, top_k, files, extra)
         with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
             json.dump(record, handle, indent=2)

@@ -38,7 +38,7 @@ QUANTIZATIONS = (None, "dynamic_range", "int8", "int16x8")
 _CALIBRATED = ("int8", "int16x8")
 
 
-def _check_quantize(quantize, calibration_images) -> None:
+def check_quantize(quantize, calibration_images) -> None:
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
     if quantize in _CALIBRATED and calibration_images is None:
@@ -76,7 +76,7 @@ def convert_tflite(model: keras.Model, image_size: int, quantize: Optional[str] 
     ``calibration_images`` (for ``quantize="int8"``/``"int16x8"`` only): images ``[size, size, 3]`` or batches
     ``[N, size, size, 3]`` of 0..255 pixels, preprocessed as the model is served.
     """
-    _check_quantize(quantize, calibration_images)
+    check_quantize(quantize, calibration_images)
     scores = model_scores(model)
 
     def serve(pixels):
@@ -93,15 +93,14 @@ def convert_tflite(model: keras.Model, image_size: int, quantize: Optional[str] 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "dynamic_range":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "int8":
+        if quantize in _CALIBRATED:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = _representative_dataset(calibration_images, image_size)
+        if quantize == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
         if quantize == "int16x8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = _representative_dataset(calibration_images, image_size)
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         return converter.convert()
@@ -147,7 +146,7 @@ def export_tflite(
     Returns:
         ``path``.
     """
-    _check_quantize(quantize, calibration_images)
+    check_quantize(quantize, calibration_images)
     prepare.check_classifier(model)
     image_size = prepare.resolve_image_size(model, image_size)
     with atomic_output(path, overwrite=overwrite) as temporary:

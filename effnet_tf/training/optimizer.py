@@ -116,6 +116,11 @@ def build_lr_schedule(train_config, steps_per_epoch: int) -> keras.optimizers.sc
 # Optimizers with the EMA handled for multi-fit training
 
 
+def _tf_variable(variable):
+    """The ``tf.Variable`` (mirrored or replica-local under a strategy) behind a Keras variable."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
 class _EMAMixin:
     """EMA with decay warm-up, distribution-safe updates, and no overwrite at the end of ``fit``."""
 
@@ -175,8 +180,7 @@ class _EMAMixin:
             return
         self._update_statistics_moving_average()
         pairs = [
-            (var.value if isinstance(var, keras.Variable) else var,
-             avg.value if isinstance(avg, keras.Variable) else avg)
+            (_tf_variable(var), _tf_variable(avg))
             for var, avg in zip(trainable_variables, self._model_variables_moving_average)
             if avg is not None
         ]
@@ -271,10 +275,6 @@ def base_optimizer(optimizer):
 # EMA weights for evaluation and export
 
 
-def _tf_variable(variable):
-    return variable.value if isinstance(variable, keras.Variable) else variable
-
-
 def _swap_statistics_with_average(optimizer) -> None:
     """Swaps each replica's copy of a statistic with its average, replica by replica (exact, no
     communication; the copies of a replica-local variable may differ)."""
@@ -300,9 +300,7 @@ def _swap_with_average(optimizer) -> None:
         for var, avg in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
             if avg is None:
                 continue
-            var = var.value if isinstance(var, keras.Variable) else var
-            avg = avg.value if isinstance(avg, keras.Variable) else avg
-            strategy.extended.update(var, swap, args=(avg,), group=True)
+            strategy.extended.update(_tf_variable(var), swap, args=(_tf_variable(avg),), group=True)
     _swap_statistics_with_average(optimizer)
 
 
