@@ -25,8 +25,13 @@ can save anything here. It writes a plot (image size and top-1 against train tim
 where R is wall time without evaluation (the same evaluation work in every arm), median over
 seeds, and A, B, C the mean final top-1 over seeds.
 
-    python benchmarks/progressive.py                       # 96 -> 224 px, 16 epochs, seeds 1,2
+    python benchmarks/progressive.py                       # 96 -> 224 px, 32 epochs, seeds 1,2
     python benchmarks/progressive.py --seeds=1 --epochs=8 --params_override=data.train_examples=512
+
+The run recorded in BENCHMARKS.md adds
+``--params_override=data.num_classes=14,data.train_examples=8192,data.eval_examples=1024,train.steps_per_epoch=64``
+(a task that does not saturate; about 45 minutes on a 2-core CPU). Each run's "other processes'
+CPU" (from /proc/stat) tells a slow run caused by a busy machine from one caused by the run itself.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -98,14 +104,35 @@ def step_cost(args) -> list:
 # One run
 
 
+def busy_cpu_seconds():
+    """CPU seconds the whole machine spent outside idle/iowait so far (Linux), or None."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal without idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_once(arm: str, seed: int, args, model_dir: str) -> dict:
     overrides = f"progressive.mode={ARMS[arm]},runtime.seed={seed}," + common_overrides(args)
     command = [sys.executable, "-m", "effnet_tf.main", f"--config={args.config}", f"--model_dir={model_dir}",
                "--mode=train_and_eval", f"--params_override={overrides}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    busy_before, own_before = busy_cpu_seconds(), children_cpu_seconds()
     started = time.time()
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.time() - started
+    # CPU that other processes took from the machine during the run: a busy neighbour shows here
+    # (it slows a run without any trace in its own records).
+    busy_after, own = busy_cpu_seconds(), children_cpu_seconds() - own_before
+    foreign = None if busy_before is None else max(busy_after - busy_before - own, 0.0)
     if completed.returncode != 0:
         raise SystemExit(f"{arm} run failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
                          f"{completed.stderr[-3000:]}")
@@ -117,6 +144,11 @@ def run_once(arm: str, seed: int, args, model_dir: str) -> dict:
     eval_s = sum(r.get("eval_seconds", 0.0) for r in epochs)
     train_s = sum(r.get("train_seconds", 0.0) for r in epochs) - compile_s
     setup_s = sum(r.get("setup_seconds", 0.0) for r in epochs)
+    # Step time inside fit per size (epochs without a compile), input pipeline on the same cores.
+    step_ms = {}
+    for r in epochs:
+        if r.get("steps") and r.get("train_seconds") and not r.get("compile_seconds"):
+            step_ms.setdefault(r["image_size"], []).append(1000 * r["train_seconds"] / r["steps"])
     # The timeline, evaluations taken out: (train time at the end of the epoch, size, top-1 or None).
     timeline, evaluated = [], 0.0
     for r in epochs:
@@ -126,7 +158,7 @@ def run_once(arm: str, seed: int, args, model_dir: str) -> dict:
     return {"arm": arm, "seed": seed, "wall": wall, "compile": compile_s, "train": train_s, "eval": eval_s,
             "setup": setup_s, "other": wall - compile_s - train_s - eval_s - setup_s, "top1": end.get("eval_top1"),
             "compiled": end.get("train_functions"), "sizes": sorted({r["image_size"] for r in epochs}),
-            "timeline": timeline}
+            "timeline": timeline, "foreign_cpu": foreign, "step_ms": step_ms}
 
 
 def first_reach(timeline, target: float):
@@ -168,6 +200,10 @@ def plot(results, path: str) -> None:
     plt.close(figure)
 
 
+def _seconds(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def report(results, costs, args) -> None:
     if costs:
         print("\nStep cost of the benchmark model on this machine (train_on_batch, median of "
@@ -178,6 +214,20 @@ def report(results, costs, args) -> None:
         for size, ms in costs:
             print(f"| {size} | {ms:.0f} | {ms / (size / 100) ** 2:.0f} | {ms / largest:.2f} |")
 
+    in_fit = {}
+    for run in results:
+        for size, values in run.get("step_ms", {}).items():
+            in_fit.setdefault(int(size), []).extend(values)
+    if in_fit:
+        largest = statistics.median(in_fit[max(in_fit)])
+        print("\nStep time inside fit (median over every run's epochs without a compile; input pipeline "
+              "on the same cores)")
+        print("| size px | ms per step | vs largest | epochs |")
+        print("|---|---|---|---|")
+        for size in sorted(in_fit):
+            ms = statistics.median(in_fit[size])
+            print(f"| {size} | {ms:.0f} | {ms / largest:.2f} | {len(in_fit[size])} |")
+
     by_arm = {arm: [r for r in results if r["arm"] == arm] for arm in args.arms}
     fixed = {r["seed"]: r for r in by_arm.get("fixed", [])}
 
@@ -187,13 +237,16 @@ def report(results, costs, args) -> None:
     print(f"\nconfig={args.config} epochs={args.epochs} sizes {args.min_size}->{args.max_size} "
           f"seeds={args.seeds} overrides={common_overrides(args)!r}")
     print("| arm | sizes trained | compiled programs | wall s | compile s | train s | eval s | stage set-up s | other s "
-          "| wall without eval, vs fixed | final top-1 per seed | mean top-1 | train s to fixed's final top-1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| wall without eval, vs fixed (per seed) | final top-1 per seed | mean top-1 | train s to fixed's final top-1 "
+          "| other processes' CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios, means = {}, {}
     for arm, runs in by_arm.items():
         base = statistics.median(r["wall"] - r["eval"] for r in by_arm["fixed"]) if "fixed" in by_arm else None
         ratio = (statistics.median(r["wall"] - r["eval"] for r in runs) / base) if base else float("nan")
         ratios[arm] = ratio
+        per_seed = [f"{(r['wall'] - r['eval']) / (fixed[r['seed']]['wall'] - fixed[r['seed']]['eval']):.2f}"
+                    for r in runs if r["seed"] in fixed]
         top1 = [r["top1"] for r in runs]
         means[arm] = statistics.mean(top1)
         reach = []
@@ -205,7 +258,8 @@ def report(results, costs, args) -> None:
         print(f"| {arm} | {sizes} | {', '.join(str(r['compiled']) for r in runs)} | {med(arm, 'wall'):.0f} | "
               f"{med(arm, 'compile'):.0f} | {med(arm, 'train'):.0f} | {med(arm, 'eval'):.0f} | {med(arm, 'setup'):.0f} | "
               f"{med(arm, 'other'):.0f} | "
-              f"{ratio:.2f} | {', '.join(f'{t:.4f}' for t in top1)} | {means[arm]:.4f} | {', '.join(reach)} |")
+              f"{ratio:.2f} ({', '.join(per_seed)}) | {', '.join(f'{t:.4f}' for t in top1)} | {means[arm]:.4f} | {', '.join(reach)} | "
+              f"{', '.join(_seconds(r['foreign_cpu']) for r in runs)} |")
     print(f"(medians over seeds; seed spread of the fixed arm's top-1: "
           f"{max(r['top1'] for r in by_arm['fixed']) - min(r['top1'] for r in by_arm['fixed']):.4f})"
           if "fixed" in by_arm else "")
@@ -220,7 +274,7 @@ def report(results, costs, args) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--min_size", type=int, default=96)
     parser.add_argument("--max_size", type=int, default=224)
     parser.add_argument("--bucket_step", type=int, default=32)
@@ -257,7 +311,8 @@ def main(argv=None):
                 results.append(run)
                 print(f"# {arm} seed {seed}: {run['wall']:.0f} s (compile {run['compile']:.0f}, train "
                       f"{run['train']:.0f}, eval {run['eval']:.0f}, stage set-up {run['setup']:.0f}, other "
-                      f"{run['other']:.0f}), top-1 {run['top1']}, {run['compiled']} compiled, sizes {run['sizes']}",
+                      f"{run['other']:.0f}), top-1 {run['top1']}, {run['compiled']} compiled, sizes {run['sizes']}, other "
+                      f"processes' CPU {_seconds(run['foreign_cpu'])} s",
                       flush=True)
                 if args.keep:
                     json.dump(run, open(os.path.join(args.keep, f"{arm}-{seed}.json"), "w"))

@@ -2,6 +2,7 @@
 scheduled dropout, MirroredStrategy, XLA + bfloat16, NaN stop, eval/export, strategy selection."""
 import json
 import os
+import threading
 
 import keras
 import numpy as np
@@ -59,6 +60,12 @@ def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
     assert [r["image_size"] for r in epochs] == sizes
     # The compile count logged per epoch only grows when a new size appears.
     assert [r["train_functions"] for r in epochs] == [len(set(sizes[: i + 1])) for i in range(5)]
+    # Each stage's input iterator was handed to a release thread when its fit returned (destroying
+    # a used tf.data iterator can block for up to a minute), and every one was destroyed there.
+    assert len(cache.released) == 5
+    for thread in cache.released:
+        thread.join(120)
+        assert not thread.is_alive() and thread is not threading.current_thread()
 
 
 def test_epoch_records_split_the_time_and_eval_every_epochs(tmp_path):

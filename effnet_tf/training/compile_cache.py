@@ -14,6 +14,11 @@ Training datasets here repeat forever, so no end-of-data handling is needed insi
 
 ``trace_count`` counts actual traces of the train step (a Python side effect that only runs
 while TensorFlow traces), one per distinct graph; it is the number of compiled train programs.
+
+Both caches also see the input iterator Keras creates for each ``fit``/``evaluate`` and, when
+that call returns, hand it to ``release_in_background``: destroying a used tf.data iterator
+can block for up to a minute (see ``effnet_tf/data/iterator_release.py``), which otherwise
+stalled every stage boundary.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
+
+from effnet_tf.data.iterator_release import release_in_background
 
 
 def _reduce(outputs, strategy):
@@ -45,7 +52,24 @@ def _reduce(outputs, strategy):
     return tf.nest.map_structure(one, outputs)
 
 
-class TrainFunctionCache:
+class _ReleasesIterators:
+    """Keeps the input iterator of the running Keras call; ``release_iterator()`` hands it to a
+    background thread when the call has returned."""
+
+    _iterator = None
+    released: List = []  # the latest release threads (for tests and diagnostics)
+
+    def _keep(self, iterator) -> None:
+        self._iterator = iterator
+
+    def release_iterator(self) -> None:
+        """Destroys the last call's input iterator on a background thread."""
+        if self._iterator is not None:
+            self.released = self.released[-7:] + [release_in_background(self._iterator)]
+            self._iterator = None
+
+
+class TrainFunctionCache(_ReleasesIterators):
     """Owns ``model.train_function`` across ``fit`` calls: one static-shape program per key.
 
     Usage::
@@ -113,6 +137,7 @@ class TrainFunctionCache:
                 for data in iterator:
                     outputs = _reduce(strategy.run(one_step, args=(data,)), strategy)
                 return outputs
+            self._keep(iterator)
             return multi_step(iterator)
 
         model.train_function = function
@@ -138,14 +163,15 @@ class TrainFunctionCache:
 
         def __exit__(self, *exc):
             self.cache.store()
+            self.cache.release_iterator()
             return False
 
     def use(self, key: Hashable) -> "TrainFunctionCache._Use":
-        """Context manager: ``activate(key)`` on entry, ``store()`` on exit."""
+        """Context manager: ``activate(key)`` on entry; ``store()`` and ``release_iterator()`` on exit."""
         return self._Use(self, key)
 
 
-class TestFunctionCache:
+class TestFunctionCache(_ReleasesIterators):
     """The same for ``model.test_function``: one program per eval size, one step per call.
 
     End of data is asked of the iterator before each step (``get_next_as_optional``, which
@@ -175,6 +201,7 @@ class TestFunctionCache:
                 for data in iterator:
                     outputs = step(data)
                 return outputs
+            self._keep(iterator)
             optional = iterator.get_next_as_optional()
             if not optional.has_value():
                 raise StopIteration
@@ -196,3 +223,4 @@ class TestFunctionCache:
             model.steps_per_execution = saved
             if model.test_function is not None:
                 self._functions[key] = model.test_function
+            self.release_iterator()
