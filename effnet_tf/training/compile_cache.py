@@ -17,8 +17,8 @@ while TensorFlow traces), one per distinct graph; it is the number of compiled t
 
 Both caches also see the input iterator Keras creates for each ``fit``/``evaluate`` and, when
 that call returns, hand it to ``release_in_background``: destroying a used tf.data iterator
-can block for up to a minute (see ``effnet_tf/data/iterator_release.py``), which otherwise
-stalled every stage boundary.
+can block for up to a minute (see ``effnet_tf/data/iterator_release.py``), which stalled
+stage boundaries by 15-35 s.
 """
 
 from __future__ import annotations
