@@ -12,8 +12,9 @@ same epochs (``eval.every_epochs``), at the final size:
 Each run is the real driver in a fresh process (``python -m effnet_tf.main``), once per seed.
 From its ``progress.jsonl`` the script splits the wall time into compile (a new size's first
 step minus a typical step), train, eval, stage set-up (a stage's new input pipeline and ``fit``
-set-up, up to its first step) and other (process start-up, model build, checkpoints), and reads the compiled train programs, the accuracy at every evaluation
-and when the arm first reached the fixed arm's final top-1 (train time, evaluations excluded).
+set-up, up to its first step) and other (process start-up, model build, checkpoints), and reads
+the compiled train programs, the accuracy at every evaluation and when the arm first reached the
+fixed arm's final top-1 (train time, evaluations excluded).
 
 First it measures this machine's step cost against pixels for the benchmark model (``--steps``
 timed ``train_on_batch`` steps per bucket size, after warm-up), which says whether smaller images
@@ -200,6 +201,11 @@ def plot(results, path: str) -> None:
     plt.close(figure)
 
 
+def _without_eval(run) -> float:
+    """Wall time without evaluation: the quantity the ratios compare."""
+    return run["wall"] - run["eval"]
+
+
 def _seconds(value) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
@@ -242,11 +248,10 @@ def report(results, costs, args) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios, means = {}, {}
     for arm, runs in by_arm.items():
-        base = statistics.median(r["wall"] - r["eval"] for r in by_arm["fixed"]) if "fixed" in by_arm else None
-        ratio = (statistics.median(r["wall"] - r["eval"] for r in runs) / base) if base else float("nan")
+        base = statistics.median(_without_eval(r) for r in by_arm["fixed"]) if "fixed" in by_arm else None
+        ratio = (statistics.median(_without_eval(r) for r in runs) / base) if base else float("nan")
         ratios[arm] = ratio
-        per_seed = [f"{(r['wall'] - r['eval']) / (fixed[r['seed']]['wall'] - fixed[r['seed']]['eval']):.2f}"
-                    for r in runs if r["seed"] in fixed]
+        per_seed = [f"{_without_eval(r) / _without_eval(fixed[r['seed']]):.2f}" for r in runs if r["seed"] in fixed]
         top1 = [r["top1"] for r in runs]
         means[arm] = statistics.mean(top1)
         reach = []
@@ -315,7 +320,8 @@ def main(argv=None):
                       f"processes' CPU {_seconds(run['foreign_cpu'])} s",
                       flush=True)
                 if args.keep:
-                    json.dump(run, open(os.path.join(args.keep, f"{arm}-{seed}.json"), "w"))
+                    with open(os.path.join(args.keep, f"{arm}-{seed}.json"), "w") as handle:
+                        json.dump(run, handle)
     report(results, costs, args)
 
 

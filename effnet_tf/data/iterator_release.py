@@ -3,7 +3,7 @@
 Destroying an iterator that has run a while blocks the destroying thread until tf.data's
 autotuning thread wakes up, which the cancellation does not hurry (TF 2.21): it sleeps out its
 current optimization period, which doubles up to 60 s over the iterator's life. Measured here at
-the end of a training ``fit``: 14-35 s stalls at stage boundaries and run ends (gdb: main thread
+the end of a training ``fit``: 15-35 s stalls at stage boundaries and run ends (gdb: main thread
 in ``~LogicalThreadWrapper``, the ``tf_data_model`` thread in ``Model::OptimizeLoop``'s wait).
 The wait is idle, so a background thread can sit it out while training goes on at the next size.
 """

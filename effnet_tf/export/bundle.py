@@ -115,8 +115,9 @@ def export_all(
     dynamic-range file) and "tflite_int8" (full-integer, calibrated on ``calibration_images``:
     see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole
     directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
-    or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys to ``metadata.json`` (e.g. the checkpoint).
-    Other arguments as ``export_saved_model``. Returns ``export_dir``.
+    or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys
+    to ``metadata.json`` (e.g. the checkpoint). Other arguments as ``export_saved_model``.
+    Returns ``export_dir``.
     """
     formats = _check_formats(formats)
     quantizations = [q for export_format in formats for q in TFLITE_FORMATS.get(export_format, ())]
