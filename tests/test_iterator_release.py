@@ -1,10 +1,13 @@
 """Used tf.data iterators are destroyed on a background thread, not in the training loop."""
 
+import subprocess
+import sys
 import threading
 import weakref
 
 import tensorflow as tf
 
+from effnet_tf.data import iterator_release
 from effnet_tf.data.iterator_release import release_in_background
 
 
@@ -46,3 +49,41 @@ def test_a_tf_data_iterator_is_destroyed_on_the_release_thread():
     del iterator
     thread.join(120)
     assert not thread.is_alive() and probe() is None
+
+
+def test_finish_releases_reports_destructions_still_running():
+    moved_on, destroyed_in = threading.Event(), []
+    thread = release_in_background(SlowToDestroy(moved_on, destroyed_in))
+    assert iterator_release.finish_releases(timeout=0.3) == 1  # still inside the destructor
+    moved_on.set()
+    assert iterator_release.finish_releases(timeout=10) == 0
+    assert not thread.is_alive() and destroyed_in == [thread]
+
+
+_EXITING_PROGRAM = """
+import sys, time
+from effnet_tf.data.iterator_release import release_in_background
+
+class SlowToDestroy:
+    def __del__(self):
+        time.sleep(3.0)  # leaves the GIL, like TF's iterator teardown
+        open(sys.argv[1], "w").write("destroyed")
+
+held_elsewhere = ["an object main keeps"]
+release_in_background(held_elsewhere, wait_seconds=600)  # never let go: must not hold up the exit
+release_in_background(SlowToDestroy())
+print("main done", flush=True)
+"""
+
+
+def test_the_process_waits_at_exit_for_a_destruction_in_progress(tmp_path):
+    # A daemon thread still in TF's teardown when the interpreter finalizes aborts the process
+    # (CI: "FATAL: exception not rethrown"); the exit hook lets it finish first, and does not
+    # wait for a release whose object another owner still holds.
+    marker = tmp_path / "destroyed"
+    done = subprocess.run([sys.executable, "-c", _EXITING_PROGRAM, str(marker)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "main done" in done.stdout
+    assert marker.read_text() == "destroyed"
+    assert "Waiting (up to 90 s) for 1 tf.data input pipeline(s) to shut down" in done.stderr
