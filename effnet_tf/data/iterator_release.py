@@ -89,8 +89,8 @@ def finish_releases(timeout: float = EXIT_WAIT_SECONDS) -> int:
         deadline = time.monotonic() + timeout
         announced = False
         while True:
-            with _lock:
-                running = list(_running)
+            with _lock:  # (a forked child inherits the set, not the threads: is_alive() is False)
+                running = [thread for thread in _running if thread.is_alive()]
             if not running:
                 return 0
             left = deadline - time.monotonic()
