@@ -83,7 +83,8 @@ def _register_exit_hook() -> None:
 
 def finish_releases(timeout: float = EXIT_WAIT_SECONDS) -> int:
     """Lets the running release threads finish; returns how many are still running after
-    ``timeout`` seconds (0 when all finished). Runs at interpreter exit; callable earlier."""
+    ``timeout`` seconds (0 when all finished). Threads still waiting for other owners drop their
+    reference at once (the last owner then destroys the object). Runs at interpreter exit."""
     _exiting.set()
     try:
         deadline = time.monotonic() + timeout
