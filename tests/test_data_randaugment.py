@@ -287,3 +287,79 @@ def test_geometric_ops_match_image_projective_transform(name, magnitude):
                 break
         else:
             pytest.fail(f"{name} at magnitude {magnitude} differs from ImageProjectiveTransformV3")
+
+
+# --- the "increasing" policy ---------------------------------------------------------------
+
+def run_increasing(name, img, magnitude, seed=(1, 2)):
+    out = apply_op(tf.constant(img), name, magnitude, seed, policy="increasing")
+    assert out.dtype == tf.uint8 and out.shape == img.shape
+    return out.numpy()
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("seed", [(1, 2), (5, 9), (7, 3)])
+def test_increasing_ops_are_the_identity_at_magnitude_0(image, name, seed):
+    # The official ops are not: Posterize gives black, Solarize inverts, Brightness darkens.
+    np.testing.assert_array_equal(run_increasing(name, image, 0.0, seed), image)
+
+
+def test_official_ops_at_low_magnitude_destroy_the_image(image):
+    assert run("Posterize", image, 1.0).max() == 0
+    np.testing.assert_array_equal(run("Solarize", image, 0.0), 255 - image)
+    assert run("Brightness", image, 0.0).mean() < 0.15 * image.mean()
+
+
+def _mean_change(name, img, magnitude, seeds=range(12)):
+    return np.mean([np.abs(run_increasing(name, img, magnitude, (s, 1)).astype(float) - img).mean() for s in seeds])
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_increasing_ops_change_the_image_more_as_the_magnitude_grows(name):
+    # A smooth low-contrast ramp (60..180): AutoContrast and Equalize have something to do, and a
+    # pixel moved further lands on a value further from its own.
+    ys, xs = np.mgrid[0:24, 0:32]
+    ramp = 60 + 120 * (0.6 * xs / 31 + 0.4 * ys / 23)
+    image = np.stack([ramp, ramp[::-1], ramp[:, ::-1]], axis=-1).astype(np.uint8)
+    changes = [_mean_change(name, image, m) for m in (0.0, 3.0, 10.0)]
+    assert changes[0] == 0 and changes[0] < changes[2] and changes[1] <= changes[2] + 1e-9, changes
+
+
+def test_increasing_ops_reach_the_official_strength_at_10():
+    img = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    for name in ("Posterize", "Solarize", "SolarizeAdd", "Rotate", "ShearX"):
+        official_seed = (1, 2)
+        if name == "Solarize":  # increasing: threshold 0 at 10 (all inverted) = official at magnitude 0
+            np.testing.assert_array_equal(run_increasing(name, img, 10.0), run(name, img, 0.0))
+        else:
+            np.testing.assert_array_equal(run_increasing(name, img, 10.0, official_seed),
+                                          run(name, img, 10.0, official_seed))
+    # Brightness: factor 1 +- 0.9, the official 1.9 (or 0.1) at 10.
+    bright = run_increasing("Brightness", img, 10.0, (0, 0)).astype(float)
+    assert any(np.array_equal(bright, run(name, img, m).astype(float))
+               for name, m in (("Brightness", 10.0), ("Brightness", 0.0)))
+    # Cutout: half-size 40 px at 224 px, the official constant; on a 64-px image 18% of the side.
+    small = np.full((64, 64, 3), 7, np.uint8)
+    filled = (run_increasing("Cutout", small, 10.0, (2, 2)) == ra.FILL_VALUE).all(axis=2).sum()
+    assert 0 < filled <= (2 * int(40 * 64 / 224)) ** 2
+
+
+def test_increasing_translation_is_relative_to_the_image():
+    img = np.arange(64 * 64 * 3, dtype=np.int64).reshape(64, 64, 3) % 251
+    img = img.astype(np.uint8)
+    out = run_increasing("TranslateX", img, 10.0, (0, 0))
+    # 45% of 64 px = 28.8 -> 29 whole pixels, either way; the official 100 px would empty the image.
+    shifted = [np.array_equal(out[:, 29:], img[:, :-29]), np.array_equal(out[:, :-29], img[:, 29:])]
+    assert any(shifted)
+    assert (run("TranslateX", img, 10.0) == ra.FILL_VALUE).all()
+
+
+def test_unknown_policy_is_named():
+    with pytest.raises(ValueError, match="policy 'strong'"):
+        ra.randaugment(tf.zeros([8, 8, 3], tf.uint8), 5.0, [1, 2], policy="strong")
+
+
+def test_config_policies_are_the_pipelines():
+    from effnet_tf.config.schema import RANDAUG_POLICIES
+
+    assert set(RANDAUG_POLICIES) == set(ra.POLICIES)

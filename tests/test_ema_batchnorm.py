@@ -126,6 +126,7 @@ def test_config_flag(overrides, tracked):
 
     config = config_lib.ExperimentConfig()
     config_lib.apply_override_string(config, "model.num_classes=3," + overrides)
+    config = config_lib.resolve(config, train_examples=160)  # the optimizer's "auto" values decided
     model = effnet_tf.build_model(blocks=BLOCKS, num_classes=3, classifier_activation=None)
     attach_optimizer(model, config, steps_per_epoch=10)
     pairs = model.optimizer.moving_statistics_pairs

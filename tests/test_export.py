@@ -52,22 +52,25 @@ def train_color_model(seed=0):
     return model
 
 
-def eval_window(height, width, size):
-    """The official eval crop, computed by hand: central size/(size+32) of the shorter side."""
-    crop = int(size / (size + 32) * min(height, width))
-    return (height - crop + 1) // 2, (width - crop + 1) // 2, crop
+def eval_window(height, width, size, fraction=None):
+    """The eval crop, computed by hand: central ``fraction`` (default the official size/(size+32))
+    of the shorter side; ``(0, 0, height, width)`` (the whole image) for a fraction of 1."""
+    if fraction == 1.0:
+        return 0, 0, height, width
+    crop = int((size / (size + 32) if fraction is None else fraction) * min(height, width))
+    return (height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop
 
 
-def reference_pixels(encoded, size):
+def reference_pixels(encoded, size, fraction=None):
     """Eval preprocessing restated with TF's decoders: crop window, bilinear resize, round to uint8."""
     if encoded[:3] == b"\xff\xd8\xff":
         h, w, _ = tf.image.extract_jpeg_shape(encoded).numpy()
-        oy, ox, crop = eval_window(h, w, size)
-        cropped = tf.image.decode_and_crop_jpeg(encoded, [oy, ox, crop, crop], channels=3).numpy()
+        oy, ox, ch, cw = eval_window(h, w, size, fraction)
+        cropped = tf.image.decode_and_crop_jpeg(encoded, [oy, ox, ch, cw], channels=3).numpy()
     else:
         full = tf.io.decode_png(encoded, channels=3).numpy()
-        oy, ox, crop = eval_window(*full.shape[:2], size)
-        cropped = full[oy:oy + crop, ox:ox + crop]
+        oy, ox, ch, cw = eval_window(*full.shape[:2], size, fraction)
+        cropped = full[oy:oy + ch, ox:ox + cw]
     resized = tf.image.resize(cropped[None].astype(np.float32), [size, size], method="bilinear")[0]
     return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
 
@@ -138,6 +141,27 @@ def test_serving_default_matches_keras_on_jpeg_and_png(loaded, model, images):
     np.testing.assert_array_equal(labels, np.array(CLASS_NAMES)[order])
     # The trained model gets the dominant colour right, so the labels are meaningful.
     assert list(labels[:, 0]) == [CLASS_NAMES[label] for _, _, label in images]
+
+
+def test_crop_fraction_is_served_and_recorded(model, images, tmp_path):
+    # A run trained on whole images (data.eval_crop_fraction: 1) is served on whole images.
+    target = str(tmp_path / "whole")
+    export.export_all(model, target, formats=("saved_model",), image_size=SIZE, crop_fraction=1.0)
+    assert bundle.read_metadata(target)["crop_fraction"] == 1.0
+    assert bundle.read_metadata(target)["image_size"] == SIZE
+    serve = tf.saved_model.load(os.path.join(target, "saved_model")).signatures["serving_default"]
+    encoded = [data for _, data, _ in images]
+    whole = []
+    for data in encoded:
+        full = tf.io.decode_image(data, channels=3, expand_animations=False).numpy().astype(np.float32)
+        resized = tf.image.resize(full, [SIZE, SIZE], method="bilinear").numpy()
+        whole.append(np.clip(np.round(resized), 0, 255).astype(np.uint8))
+    expected = keras_probabilities(model, np.stack(whole))
+    np.testing.assert_allclose(serve(image_bytes=tf.constant(encoded))["probabilities"].numpy(), expected, atol=1e-6)
+
+
+def test_default_export_records_the_official_crop(exported):
+    assert bundle.read_metadata(exported)["crop_fraction"] == pytest.approx(SIZE / (SIZE + 32), abs=1e-6)
 
 
 def test_predict_pixels_any_size_uint8_and_float(loaded, model):

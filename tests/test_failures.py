@@ -169,10 +169,24 @@ CASES = [
     ("another number of classes", lambda d, t, p: [
         "--params_override=train.epochs=3,data.num_classes=3", f"--model_dir={copy_of(t, p, 'run')}"], 2,
      ["model.num_classes=2", "has 3 classes"]),
+    ("config file with a duplicate key", lambda d, t, p: [
+        f"--config={_write(p, 'dup.yaml', 'train:' + chr(10) + '  epochs: 3' + chr(10) + '  epochs: 5' + chr(10))}",
+        f"--params_override={BASE},{SYNTHETIC}", f"--model_dir={p}/run"], 2,
+     ["dup.yaml", "duplicate key 'epochs'", "line 3", "first at line 2"]),
+    ("config file that is not UTF-8", lambda d, t, p: [
+        f"--config={_write_bytes(p, 'latin1.yaml', 'train:' + chr(10) + '  epochs: 3  # café' + chr(10))}",
+        f"--params_override={BASE},{SYNTHETIC}", f"--model_dir={p}/run"], 2,
+     ["latin1.yaml", "is not UTF-8", "0xe9", "line 2"]),
     ("non-finite loss", lambda d, t, p: [
         f"--params_override={BASE},{SYNTHETIC},train.base_learning_rate=1e30,train.optimizer=sgd",
         f"--model_dir={p}/run"], 3, ["Training loss is nan", "base_learning_rate"]),
 ]
+
+
+def _write_bytes(directory, name, text):
+    path = directory / name
+    path.write_bytes(text.encode("latin-1"))
+    return path
 
 
 def _write(directory, name, text):

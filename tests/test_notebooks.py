@@ -125,6 +125,10 @@ def test_finetune_notebook(tmp_path):
     assert 0.0 <= float(accuracy.group(1)) <= 1.0 and np.isfinite(float(accuracy.group(2)))
     # fit ran the requested epochs and steps.
     assert "Epoch 2/2" in out and "10/10" in out
+    # Two-phase fine-tuning: the head alone (its kernel and bias), then the last 2 blocks too.
+    assert "Phase 1: the head alone (2 trainable weights)" in out
+    phase2 = re.search(r"Phase 2: the last 2 blocks too \((\d+) trainable weights, learning rate x0.1\)", out)
+    assert phase2 and int(phase2.group(1)) > 2, out
     assert f"serving_default: {num_images} JPEG images -> {num_images} predictions" in out
     assert f"predict_pixels: {num_images} predictions" in out
 

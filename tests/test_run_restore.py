@@ -39,7 +39,8 @@ def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_pat
     from effnet_tf.training.optimizer import ema_weights
 
     trainer = trained_run
-    pixels = np.stack([reference_pixels(data, 32) for _, data, _ in images])
+    fraction = trainer.config.data.eval_crop_fraction  # the run's eval crop (1: whole images, a 2-epoch run)
+    pixels = np.stack([reference_pixels(data, 32, fraction) for _, data, _ in images])
     with ema_weights(trainer.model) as used:
         assert used
         ema = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
@@ -51,7 +52,7 @@ def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_pat
     meta = bundle.read_metadata(target)
     assert meta["source"]["checkpoint"].endswith("ckpt-8") and meta["source"]["global_step"] == 8
     assert meta["source"]["ema"] is True
-    assert meta["image_size"] == 32  # the config's eval size
+    assert meta["image_size"] == 32 and meta["crop_fraction"] == fraction == 1.0  # the config's eval view
     assert meta["class_names"] == trainer.source.class_names
     loaded = tf.saved_model.load(os.path.join(target, "saved_model"))
     got = loaded.signatures["serving_default"](image_bytes=tf.constant([d for _, d, _ in images]))

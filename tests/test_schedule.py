@@ -103,7 +103,8 @@ def test_spec_errors():
 
 def test_spec_from_resolved_config():
     config = config_lib.ExperimentConfig()
-    apply_override_string(config, "model.name=efficientnetv2-m,progressive.mode=staged,train.epochs=8")
+    apply_override_string(config, "model.name=efficientnetv2-m,progressive.mode=staged,train.epochs=8,"
+                                  "train.regularization=1.0")  # the full recipe (8 epochs alone: none)
     resolved = config_lib.resolve(config, num_classes=10, train_examples=100_000)
     spec = S.spec_from_config(resolved, tuple(range(128, 385, 32)))
     stages = S.build_schedule(spec)
@@ -118,9 +119,14 @@ def test_spec_from_resolved_config():
         assert needle in line
 
 
+# The official ImageNet recipe's LR settings (the schema's defaults are "auto": effnet_tf.config.budget).
+OFFICIAL_LR = dict(optimizer="rmsprop", base_learning_rate=0.016, lr_schedule="exponential", warmup_epochs=5)
+
+
 def _train(**overrides):
     config = config_lib.ExperimentConfig()
-    apply_override_string(config, ",".join(f"train.{k}={v}" for k, v in overrides.items()))
+    values = dict(OFFICIAL_LR, **overrides)
+    apply_override_string(config, ",".join(f"train.{k}={v}" for k, v in values.items()))
     return config.train
 
 

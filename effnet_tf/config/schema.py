@@ -28,7 +28,13 @@ SCHEDULE_MODES = ("none", "staged", "random")
 SIZINGS = ("paper", "official")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
 OPTIMIZERS = ("rmsprop", "sgd", "adam")
+#: What a config may name: "auto" is decided from the run's budget (effnet_tf.config.budget).
+AUTO = "auto"
+LR_SCHEDULE_CHOICES = (AUTO,) + LR_SCHEDULES
+OPTIMIZER_CHOICES = (AUTO,) + OPTIMIZERS
 EVAL_FREQUENCIES = ("epoch", "stage", "end")
+#: RandAugment op semantics (effnet_tf.data.rand_augment.POLICIES).
+RANDAUG_POLICIES = ("increasing", "official")
 #: What ``export.formats`` may hold (``effnet_tf.export.export_all`` writes these).
 EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
 #: What an export writes unless told otherwise (tflite_int8 needs calibration images).
@@ -92,14 +98,15 @@ class ModelConfig(_Section):
     depth: Optional[float] = _f(None, "Depth coefficient; null = the variant's (1.0 for custom blocks).")
     num_classes: Optional[int] = _f(None, "Number of classes; null = the data source's.")
     dropout_rate: Optional[float] = _f(None, "Head dropout (the final progressive stage's value); "
-                                       "null = the variant's (0.2 for custom blocks).")
+                                       "null = the variant's (0.2 for custom blocks) x train.regularization.")
     drop_connect_rate: Optional[float] = _f(None, "Stochastic-depth rate of the last block (final stage's "
-                                            "value); null = the variant's (0.2).")
+                                            "value); null = the variant's (0.2) x train.regularization.")
     sync_batch_norm: bool = _f(False, "Cross-replica (synchronized) BatchNorm under a distribution strategy.")
     gradient_checkpointing: bool = _f(False, "Recompute each block's activations in the backward pass: less "
                                       "memory for big variants/sizes, for about a third more step time.")
     weights: Optional[str] = _f(None, "Initial weights: 'imagenet' (keras.applications, downloaded by Keras), "
-                                "a keras.applications .h5/.weights.h5 file, or null for random init. "
+                                "a keras.applications .h5/.weights.h5 file, an effnet_tf model to fine-tune "
+                                "(its model.keras, export directory or run directory), or null for random init. "
                                 "A checkpoint in model_dir always takes precedence.")
 
 
@@ -116,9 +123,21 @@ class DataConfig(_Section):
     train_pattern: Optional[str] = _f(None, "tfrecord: glob of the training shards (e.g. 'train-*').")
     eval_pattern: Optional[str] = _f(None, "tfrecord: glob of the validation shards (e.g. 'validation-*').")
     label_offset: Optional[int] = _f(None, "tfrecord: subtracted from stored labels (1 for ImageNet).")
+    flip_probability: Optional[float] = _f(None, "Chance that a training image is mirrored left-right; null = "
+                                           "0.5 (the recipe's) x train.regularization. 0 for data whose mirror "
+                                           "image means something else (text, digits).")
     randaug_layers: int = _f(2, "RandAugment operations per image.")
+    randaug_policy: str = _f("increasing", "RandAugment op semantics: increasing (every op the identity at "
+                             "magnitude 0, rising to the official strength at 10; translation and cutout relative "
+                             "to the image) or official (the official code's ops: at low magnitudes Posterize, "
+                             "Solarize and Brightness destroy the image; what the ImageNet configs use).",
+                             RANDAUG_POLICIES)
     crop_area_min: Optional[float] = _f(None, "Lower bound of the random crop's area; null = the variant's "
-                                        "(0.05 V2, 0.08 V1).")
+                                        "(0.05 V2, 0.08 V1) ** train.regularization (1 = no crop).")
+    eval_crop_fraction: Optional[float] = _f(None, "Central crop at evaluation and serving, as a fraction of the "
+                                             "shorter side (1 = the whole image); null = matched to the training "
+                                             "crops: the official size/(size+32) with the variant's crops, 1 "
+                                             "without crops.")
     shuffle_buffer: Optional[int] = _f(None, "Shuffle buffer; null = the pipeline's default.")
     cache: bool = _f(False, "Cache decoded examples in memory.")
     skip_corrupt: bool = _f(False, "Skip undecodable images instead of failing.")
@@ -126,20 +145,31 @@ class DataConfig(_Section):
 
 @dataclass
 class TrainConfig(_Section):
-    epochs: int = _f(350, "Total training epochs (all progressive stages together).")
-    global_batch_size: int = _f(4096, "Global batch size (split evenly over the replicas).")
+    epochs: int = _f(350, "Total training epochs (all progressive stages together); the auto recipe scales "
+                     "its regularization, schedule and EMA with it.")
+    global_batch_size: Optional[int] = _f(None, "Global batch size (split evenly over the replicas); null = "
+                                          "about 50 steps per epoch, capped per replica by the image size.")
     steps_per_epoch: Optional[int] = _f(None, "Steps per epoch; null = train examples // global batch.")
     image_size: Optional[int] = _f(None, "Training image size (the last progressive stage's); "
                                    "null = the variant's train size (224 for custom blocks).")
-    randaug_magnitude: Optional[float] = _f(None, "RandAugment magnitude (last stage's); null = the variant's. "
-                                            "0 disables RandAugment.")
-    mixup_alpha: Optional[float] = _f(None, "Mixup alpha (last stage's); null = the variant's. 0 disables.")
+    regularization: Optional[float] = _f(None, "Strength of the regularizers left null, 0..1 of the variant's "
+                                         "ImageNet recipe (RandAugment, mixup, dropout, stochastic depth "
+                                         "linearly; crop area geometrically); null = from train.epochs: 0 at "
+                                         "<= 10 epochs, 1 at 350, log scale.")
+    randaug_magnitude: Optional[float] = _f(None, "RandAugment magnitude (last stage's); null = the variant's x "
+                                            "train.regularization. 0 disables RandAugment.")
+    mixup_alpha: Optional[float] = _f(None, "Mixup alpha (last stage's); null = the variant's x "
+                                      "train.regularization. 0 disables.")
     cutmix_alpha: float = _f(0.0, "CutMix alpha (last stage's). 0 disables.")
-    optimizer: str = _f("rmsprop", "Optimizer: rmsprop (the recipe), sgd (momentum) or adam (short "
-                        "from-scratch runs such as the demo).", OPTIMIZERS)
-    base_learning_rate: float = _f(0.016, "Learning rate per 256 images; the peak LR is this x global_batch/256.")
-    lr_schedule: str = _f("exponential", "Learning-rate decay after warmup.", LR_SCHEDULES)
-    warmup_epochs: float = _f(5.0, "Linear warmup from 0 to the peak LR, in epochs.")
+    optimizer: str = _f(AUTO, "Optimizer: rmsprop (the ImageNet recipe), sgd (momentum), adam; auto = adam.",
+                        OPTIMIZER_CHOICES)
+    base_learning_rate: Optional[float] = _f(None, "Learning rate per 256 images; the peak LR is this x "
+                                             "global_batch/256. null = Adam: 1e-3 x sqrt(batch/32) peak (x0.1 "
+                                             "from model.weights); RMSProp 0.016; SGD 0.1.")
+    lr_schedule: str = _f(AUTO, "Learning-rate decay after warmup; auto = cosine to lr_min_ratio at the last "
+                          "step.", LR_SCHEDULE_CHOICES)
+    warmup_epochs: Optional[float] = _f(None, "Linear warmup from 0 to the peak LR, in epochs; null = 5% of the "
+                                        "run, at most 5 epochs.")
     lr_decay_rate: float = _f(0.97, "exponential: factor applied every lr_decay_epochs (staircase).")
     lr_decay_epochs: float = _f(2.4, "exponential: epochs between decays.")
     lr_min_ratio: float = _f(0.0, "cosine: final LR as a fraction of the peak.")
@@ -151,10 +181,21 @@ class TrainConfig(_Section):
     weight_decay: float = _f(1e-5, "L2 weight decay on conv/dense kernels only: adds "
                              "weight_decay * sum(w^2) / 2 (tf.nn.l2_loss, as the official code).")
     label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy.")
-    ema_decay: Optional[float] = _f(0.9999, "Exponential moving average of the weights, used for eval and "
-                                    "export; null or 0 disables.")
+    ema_decay: Union[float, str, None] = _f(AUTO, "Exponential moving average of the weights, used for eval "
+                                            "and export; null or 0 disables; auto = averaging over the last "
+                                            "~10% of the run's steps, 1 - 1/(0.1 x steps) in [0.9, 0.9999].")
     ema_warmup: bool = _f(True, "Use min(ema_decay, (1+step)/(10+step)) as the EMA decay "
                           "(tf.train.ExponentialMovingAverage's num_updates), so short runs get a usable EMA.")
+    freeze_backbone_epochs: int = _f(0, "Fine-tuning: epochs at the start that train only the classifier head "
+                                     "(the backbone frozen, as Keras' transfer-learning guide does first).")
+    trainable_blocks: Optional[int] = _f(None, "Fine-tuning: after the head epochs, how many of the last blocks "
+                                         "train (with top_conv and the head); null = the whole network.")
+    finetune_lr_scale: float = _f(1.0, "Fine-tuning: the learning rate is multiplied by this once the backbone "
+                                  "trains (after train.freeze_backbone_epochs; no effect when that is 0). Keras' "
+                                  "guide lowers it 10-100x for ImageNet features after a long head phase.")
+    freeze_batchnorm: Optional[bool] = _f(None, "BatchNorm layers do not learn and run in inference mode (their "
+                                          "moving statistics normalize; Keras' rule for fine-tuning); null = true "
+                                          "when model.weights is set.")
     ema_batchnorm: bool = _f(True, "With ema_decay: also average the BatchNorm moving mean/variance (same decay "
                              "and warm-up), and evaluate/export them with the EMA weights, as the official code.")
 
@@ -170,10 +211,12 @@ class ProgressiveConfig(_Section):
     bucket_step: int = _f(32, "Image sizes snap to buckets min_image_size..image_size every bucket_step px; "
                           "each size that a stage uses compiles one train program.")
     random_interval_epochs: int = _f(8, "random: epochs between size samples.")
-    min_randaug_magnitude: Optional[float] = _f(None, "First stage's RandAugment magnitude; null = the variant's (5).")
+    min_randaug_magnitude: Optional[float] = _f(None, "First stage's RandAugment magnitude; null = the variant's "
+                                                "(5) x train.regularization.")
     min_mixup_alpha: float = _f(0.0, "First stage's mixup alpha.")
     min_cutmix_alpha: float = _f(0.0, "First stage's CutMix alpha.")
-    min_dropout_rate: Optional[float] = _f(None, "First stage's head dropout; null = the variant's (0.1).")
+    min_dropout_rate: Optional[float] = _f(None, "First stage's head dropout; null = the variant's (0.1) x "
+                                           "train.regularization.")
     min_drop_connect_rate: Optional[float] = _f(None, "First stage's stochastic-depth rate; null = the final "
                                                 "value (not scheduled, as in the paper).")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from effnet_tf.config.schema import EXPORT_FORMATS, ExperimentConfig, config_fields, get_value
+from effnet_tf.config.schema import AUTO, EXPORT_FORMATS, ExperimentConfig, config_fields, get_value
 
 
 def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> ExperimentConfig:
@@ -23,7 +23,7 @@ def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> Ex
     for key, f in config_fields():
         choices = f.metadata.get("choices")
         value = get_value(config, key)
-        if choices is not None and value not in choices:
+        if choices is not None and value not in choices and value is not None:
             errors.append(f"{key}={value!r} is not one of {list(choices)}.")
 
     m, t, p, e, r, d = config.model, config.train, config.progressive, config.eval, config.runtime, config.data
@@ -49,28 +49,43 @@ def validate(config: ExperimentConfig, num_replicas: Optional[int] = None) -> Ex
         value = get_value(config, key)
         need(value is None or value > 0, f"{key}={value!r} must be > 0.")
     need(t.epochs > 0, f"train.epochs={t.epochs!r} must be > 0.")
-    need(t.global_batch_size > 0, f"train.global_batch_size={t.global_batch_size!r} must be > 0.")
-    if num_replicas:
+    need(t.global_batch_size is None or t.global_batch_size > 0,
+         f"train.global_batch_size={t.global_batch_size!r} must be > 0 (or null: fitted to the data).")
+    if num_replicas and t.global_batch_size is not None:
         need(t.global_batch_size % num_replicas == 0,
              f"train.global_batch_size={t.global_batch_size} must be divisible by the {num_replicas} replicas.")
         if e.batch_size is not None:
             need(e.batch_size % num_replicas == 0,
                  f"eval.batch_size={e.batch_size} must be divisible by the {num_replicas} replicas.")
-    need(t.base_learning_rate > 0, f"train.base_learning_rate={t.base_learning_rate!r} must be > 0.")
-    need(t.warmup_epochs >= 0, f"train.warmup_epochs={t.warmup_epochs!r} must be >= 0.")
+    need(t.base_learning_rate is None or t.base_learning_rate > 0,
+         f"train.base_learning_rate={t.base_learning_rate!r} must be > 0.")
+    need(t.warmup_epochs is None or t.warmup_epochs >= 0, f"train.warmup_epochs={t.warmup_epochs!r} must be >= 0.")
+    need(0 <= t.freeze_backbone_epochs <= t.epochs,
+         f"train.freeze_backbone_epochs={t.freeze_backbone_epochs!r} must be in [0, train.epochs={t.epochs}].")
+    need(t.trainable_blocks is None or t.trainable_blocks >= 0,
+         f"train.trainable_blocks={t.trainable_blocks!r} must be >= 0 (or null: the whole network).")
+    need(t.finetune_lr_scale > 0, f"train.finetune_lr_scale={t.finetune_lr_scale!r} must be > 0.")
+    need(t.regularization is None or 0 <= t.regularization <= 1,
+         f"train.regularization={t.regularization!r} must be in [0, 1] (or null: from train.epochs).")
     need(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate={t.lr_decay_rate!r} must be in (0, 1].")
     need(t.lr_decay_epochs > 0, f"train.lr_decay_epochs={t.lr_decay_epochs!r} must be > 0.")
     need(0 <= t.lr_min_ratio <= 1, f"train.lr_min_ratio={t.lr_min_ratio!r} must be in [0, 1].")
     need(t.rmsprop_initial_rms >= 0, f"train.rmsprop_initial_rms={t.rmsprop_initial_rms!r} must be >= 0.")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay!r} must be >= 0.")
     need(0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing!r} must be in [0, 1).")
-    need(t.ema_decay is None or 0 <= t.ema_decay < 1, f"train.ema_decay={t.ema_decay!r} must be in [0, 1).")
+    need(t.ema_decay is None or t.ema_decay == AUTO or (not isinstance(t.ema_decay, (str, bool))
+                                                       and 0 <= t.ema_decay < 1),
+         f"train.ema_decay={t.ema_decay!r} must be in [0, 1), null (no EMA) or 'auto'.")
     for key in ("train.randaug_magnitude", "train.mixup_alpha", "train.cutmix_alpha",
                 "progressive.min_randaug_magnitude", "progressive.min_mixup_alpha", "progressive.min_cutmix_alpha"):
         value = get_value(config, key)
         need(value is None or value >= 0, f"{key}={value!r} must be >= 0.")
     need(d.randaug_layers >= 0, f"data.randaug_layers={d.randaug_layers!r} must be >= 0.")
     need(d.crop_area_min is None or 0 < d.crop_area_min <= 1, f"data.crop_area_min={d.crop_area_min!r} must be in (0, 1].")
+    need(d.flip_probability is None or 0 <= d.flip_probability <= 1,
+         f"data.flip_probability={d.flip_probability!r} must be in [0, 1].")
+    need(d.eval_crop_fraction is None or 0 < d.eval_crop_fraction <= 1,
+         f"data.eval_crop_fraction={d.eval_crop_fraction!r} must be in (0, 1] (1 = the whole image).")
     need(p.num_stages >= 1, f"progressive.num_stages={p.num_stages!r} must be >= 1.")
     need(p.mode != "staged" or p.num_stages <= t.epochs,
          f"progressive.num_stages={p.num_stages} must not exceed train.epochs={t.epochs}.")

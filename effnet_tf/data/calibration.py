@@ -12,9 +12,11 @@ from effnet_tf.data.sources import Source
 _SHUFFLE_BUFFER = 10_000
 
 
-def calibration_images(source: Source, split: str, image_size: int, count: int, seed: int = 0) -> np.ndarray:
+def calibration_images(source: Source, split: str, image_size: int, count: int, seed: int = 0,
+                       crop_fraction=None) -> np.ndarray:
     """``count`` images ``[count, size, size, 3]`` uint8 of ``split``, in random order (a folder or
-    shard sorted by class still gives every class), through the eval crop and resize.
+    shard sorted by class still gives every class), through the eval crop (``crop_fraction``, as
+    ``preprocess_eval``) and resize.
 
     Undecodable images are skipped: calibration needs ranges, not every record. Fewer than
     ``count`` come back only when the split is smaller; none at all is an error.
@@ -27,7 +29,8 @@ def calibration_images(source: Source, split: str, image_size: int, count: int, 
 
     def eval_image(record):
         example = source.decode_record(record)
-        return preprocessing.preprocess_eval(example["image"], image_size, encoded=source.encoded)
+        return preprocessing.preprocess_eval(example["image"], image_size, encoded=source.encoded,
+                                             crop_fraction=crop_fraction)
 
     images = records.map(eval_image, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().take(count)
     batch = next(iter(images.batch(count)), None)

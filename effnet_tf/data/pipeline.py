@@ -51,7 +51,10 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
                   buckets: Optional[Iterable[int]] = None, drop_remainder: bool = True,
                   shuffle_buffer: Optional[int] = None, cache: bool = False,
                   skip_corrupt: bool = False, *, repeat: Optional[bool] = None,
+                  crop_fraction: Optional[float] = None,
                   randaug_ops: Sequence[str] = rand_augment.OPS,
+                  randaug_policy: str = "increasing",
+                  flip_probability: float = 0.5,
                   num_parallel_calls: int = tf.data.AUTOTUNE,
                   prefetch: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
     """Builds the batched input pipeline of ``split`` of ``source``.
@@ -70,6 +73,9 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
       mixup_alpha, cutmix_alpha: Beta(alpha, alpha) parameters; 0 disables. Either > 0
         makes images bfloat16 (still 0..255) with soft labels.
       crop_area_min: lower end of the random crop's area fraction (0.05 V2, 0.08 V1).
+      crop_fraction: the evaluation central crop, as a fraction of the shorter side (1: the
+        whole image); also the training crop when none can be sampled. None: the official
+        ``size/(size+32)`` below 320 px.
       seed: makes shuffling and augmentation reproducible; None draws a random one.
       input_context: ``tf.distribute.InputContext`` from
         ``strategy.distribute_datasets_from_function``: per-replica batch, per-pipeline
@@ -83,6 +89,10 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
         instead of failing with an error that names the shard/file.
       repeat: repeat forever (default: ``training``); the consumer sets steps per epoch.
       randaug_ops: subset of the RandAugment op names.
+      flip_probability: the chance that a training image is mirrored left-right (0.5: the recipe's).
+      randaug_policy: "increasing" (every op the identity at magnitude 0, rising to the official
+        strength at 10; translations relative to the image) or "official" (the official ops
+        exactly: see ``effnet_tf.data.rand_augment``).
       num_parallel_calls, prefetch: tf.data parallelism and prefetch depth.
 
     Returns:
@@ -110,7 +120,15 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
         raise ValueError("build_dataset: mixup_alpha/cutmix_alpha must be Python numbers")
     if not isinstance(crop_area_min, (int, float)) or not 0.0 < crop_area_min <= 1.0:
         raise ValueError(f"build_dataset: crop_area_min must be in (0, 1], got {crop_area_min!r}")
+    try:
+        preprocessing.check_crop_fraction(crop_fraction)
+    except ValueError as error:
+        raise ValueError(f"build_dataset: {error}") from None
     rand_augment._check_ops(randaug_ops)
+    rand_augment._check_policy(randaug_policy)
+    if isinstance(flip_probability, bool) or not isinstance(flip_probability, (int, float)) \
+            or not 0.0 <= flip_probability <= 1.0:
+        raise ValueError(f"build_dataset: flip_probability must be in [0, 1], got {flip_probability!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"build_dataset: seed must be an int or None, got {seed!r}")
 
@@ -146,16 +164,18 @@ def build_dataset(source: Source, split: str = "train", image_size: int = 224,
     def process(index, record):
         example = source.decode_record(record)
         if not training:
-            image = preprocessing.preprocess_eval(example["image"], size, encoded=source.encoded)
+            image = preprocessing.preprocess_eval(example["image"], size, encoded=source.encoded,
+                                                  crop_fraction=crop_fraction)
         else:
             bbox = example.get("bbox")
             image = preprocessing.preprocess_train(
                 example["image"], size, stream(index, 0), encoded=source.encoded,
                 area_range=(float(crop_area_min), 1.0), bbox=bbox,
-                min_object_covered=source.min_object_covered if bbox is not None else 0.1)
+                min_object_covered=source.min_object_covered if bbox is not None else 0.1,
+                crop_fraction=crop_fraction, flip=flip_probability)
             if use_randaug:
                 image = rand_augment.randaugment(image, magnitude, stream(index, 2),
-                                                randaug_layers, randaug_ops)
+                                                randaug_layers, randaug_ops, policy=randaug_policy)
         return image, tf.cast(example["label"], tf.int64), example["origin"]
 
     if source.encoded:

@@ -4,8 +4,10 @@ Training: random-resized ("inception") crop from ``sample_distorted_bounding_box
 per family, aspect 3/4..4/3), resize to the target size, random horizontal flip. On JPEG the
 crop window is computed from the header and only that window is decoded
 (``decode_and_crop_jpeg``), which saves most of the decode work on large photos.
-Evaluation: central crop of ``size / (size + 32)`` of the shorter side below 320 px (the
-official recipe), else the whole image, resized to ``size x size``.
+Evaluation: a central square crop of the shorter side, resized to ``size x size``. By default
+(``crop_fraction=None``) the official recipe's ``size / (size + 32)`` below 320 px and the whole
+image above; a run's config sets the fraction to match its training crops (``data.eval_crop_fraction``:
+a run trained on whole images is evaluated and served on whole images).
 
 Images leave here as uint8 ``[size, size, 3]``: the model normalizes on the device, which
 moves 4x fewer bytes host->device than float32.
@@ -30,23 +32,45 @@ def _resize(image, size: int):
     return tf.ensure_shape(_to_uint8(image), [size, size, 3])
 
 
-def center_crop_window(shape, size: int):
-    """``(offset_y, offset_x, h, w)`` of the central ``size/(size+32)`` crop of ``shape``."""
+def official_crop_fraction(size: int) -> float:
+    """The official eval crop: ``size / (size + 32)`` of the shorter side below 320 px, else 1."""
+    return size / (size + CROP_PADDING) if size < CENTER_CROP_MAX_SIZE else 1.0
+
+
+def check_crop_fraction(crop_fraction) -> None:
+    if crop_fraction is not None and (isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float))
+                                      or not 0.0 < crop_fraction <= 1.0):
+        raise ValueError(f"crop_fraction must be None (the official size/(size+32)) or in (0, 1], "
+                         f"got {crop_fraction!r}")
+
+
+def center_crop_window(shape, size: int, crop_fraction=None):
+    """``(offset_y, offset_x, h, w)`` of the central square crop of ``shape``: ``crop_fraction``
+    of the shorter side (None: the official ``size/(size+32)``, at any size)."""
     height, width = shape[0], shape[1]
-    crop = tf.cast(size / (size + CROP_PADDING) * tf.cast(tf.minimum(height, width), tf.float32),
-                   tf.int32)
+    fraction = size / (size + CROP_PADDING) if crop_fraction is None else float(crop_fraction)
+    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
     crop = tf.maximum(crop, 1)
     return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
 
 
+def eval_window(shape, size: int, crop_fraction=None):
+    """The evaluation window of ``shape``: the central crop, or the whole image when the fraction
+    (None: ``official_crop_fraction(size)``) is 1."""
+    fraction = official_crop_fraction(size) if crop_fraction is None else float(crop_fraction)
+    if fraction < 1.0:
+        return center_crop_window(shape, size, fraction)
+    return tf.stack([0, 0, shape[0], shape[1]])
+
+
 def random_crop_window(shape, seed, area_range, bbox=None, min_object_covered=0.1,
-                       size=None, max_attempts: int = 10):
+                       size=None, max_attempts: int = 10, crop_fraction=None):
     """Samples a random-resized crop window ``(offset_y, offset_x, h, w)`` of ``shape``.
 
     ``bbox`` (ymin, xmin, ymax, xmax in [0, 1]) is the region the crop must overlap by at
     least ``min_object_covered`` (the whole image by default). When sampling fails (the
-    window is the whole image) this falls back to the evaluation centre crop, as the
-    official implementation does.
+    window is the whole image) this falls back to the evaluation centre crop
+    (``crop_fraction``), as the official implementation does.
     """
     box = tf.reshape(tf.constant(WHOLE_IMAGE_BOX) if bbox is None else tf.cast(bbox, tf.float32),
                      [1, 1, 4])
@@ -58,7 +82,9 @@ def random_crop_window(shape, seed, area_range, bbox=None, min_object_covered=0.
     failed = tf.reduce_all(tf.equal(window[2:], shape[:2]))
     if size is None:
         return window
-    return tf.where(failed, center_crop_window(shape, size), window)
+    # None: the official fallback, size/(size+32) at every size; else the run's evaluation window.
+    fallback = center_crop_window(shape, size) if crop_fraction is None else eval_window(shape, size, crop_fraction)
+    return tf.where(failed, fallback, window)
 
 
 def _decode_any(encoded):
@@ -88,30 +114,33 @@ def _crop_and_resize(image, encoded: bool, window_fn, size: int):
 
 
 def preprocess_train(image, size: int, seed, *, encoded: bool, area_range=(0.05, 1.0),
-                     bbox=None, min_object_covered: float = 0.1, flip: bool = True):
+                     bbox=None, min_object_covered: float = 0.1, flip=True, crop_fraction=None):
     """Random-resized crop + resize to ``size`` + random flip; returns uint8 [size, size, 3].
+
+    A crop that cannot be sampled (e.g. ``area_range=(1, 1)``) falls back to the evaluation
+    crop, ``crop_fraction`` of the shorter side (None: the official ``size/(size+32)``).
 
     ``image`` is encoded bytes (``encoded=True``; JPEG uses decode-and-crop) or uint8
     ``[h, w, 3]``. ``seed`` is a stateless seed (int64 [2]); the crop uses ``seed`` and the
-    flip ``seed + (1, 0)``.
+    flip ``seed + (1, 0)``. ``flip``: the probability of a left-right mirror (True: 0.5, the
+    recipe's; False or 0: never).
     """
     seed = tf.cast(seed, tf.int64)
 
     def window_fn(shape):
         return random_crop_window(shape, seed, area_range, bbox=bbox,
-                                  min_object_covered=min_object_covered, size=size)
+                                  min_object_covered=min_object_covered, size=size, crop_fraction=crop_fraction)
 
     out = _crop_and_resize(image, encoded, window_fn, size)
-    if flip:
+    probability = 0.5 if flip is True else float(flip)
+    if probability > 0:
         coin = tf.random.stateless_uniform([], seed + tf.constant([1, 0], tf.int64))
-        out = tf.cond(coin < 0.5, lambda: tf.reverse(out, [1]), lambda: out)
+        out = tf.cond(coin < probability, lambda: tf.reverse(out, [1]), lambda: out)
     return out
 
 
-def preprocess_eval(image, size: int, *, encoded: bool):
-    """Central crop ``size/(size+32)`` (below 320 px) or whole image, resized; uint8."""
-    if size < CENTER_CROP_MAX_SIZE:
-        window_fn = lambda shape: center_crop_window(shape, size)  # noqa: E731
-    else:
-        window_fn = lambda shape: tf.stack([0, 0, shape[0], shape[1]])  # noqa: E731
-    return _crop_and_resize(image, encoded, window_fn, size)
+def preprocess_eval(image, size: int, *, encoded: bool, crop_fraction=None):
+    """Central crop, resized to ``size``; uint8. ``crop_fraction`` of the shorter side, or None
+    for the official ``size/(size+32)`` below 320 px and the whole image above."""
+    check_crop_fraction(crop_fraction)
+    return _crop_and_resize(image, encoded, lambda shape: eval_window(shape, size, crop_fraction), size)

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from effnet_tf.config.schema import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
+from effnet_tf.data.preprocessing import check_crop_fraction, official_crop_fraction
 from effnet_tf.export import prepare
 from effnet_tf.export.atomic import atomic_output
 from effnet_tf.export.keras_file import write_keras
@@ -33,7 +34,7 @@ from effnet_tf.storage.paths import join
 INPUT_NOTE = (
     "Models take RGB pixels in 0..255 (uint8 or float) and normalize them inside; do not scale "
     "or normalize on the client. serving_default takes encoded JPEG/PNG bytes and applies the "
-    "evaluation preprocessing (central crop size/(size+32) below 320 px, else the whole image, "
+    "evaluation preprocessing (the central crop_fraction of the shorter side, 1 = the whole image, "
     "resized to image_size). predict_pixels / predict_pixels_uint8 and the TFLite files take "
     "pixels as they are (TFLite: float32 [1, image_size, image_size, 3]; model_int8.tflite: uint8 "
     "pixels in, uint8 probabilities x 256 out, see tflite_int8 for the scales)."
@@ -50,7 +51,7 @@ def _check_formats(formats: Sequence[str]) -> tuple:
 
 
 def build_metadata(model: keras.Model, image_size: int, class_names, top_k: int, files: Dict[str, str],
-                   extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                   extra: Optional[Dict[str, Any]] = None, crop_fraction: Optional[float] = None) -> Dict[str, Any]:
     """The ``metadata.json`` record of an export."""
     import effnet_tf
 
@@ -70,6 +71,7 @@ def build_metadata(model: keras.Model, image_size: int, class_names, top_k: int,
             "parameters": int(model.count_params()),
         },
         "image_size": image_size,
+        "crop_fraction": round(official_crop_fraction(image_size) if crop_fraction is None else float(crop_fraction), 6),
         "normalization": getattr(model, "normalization", None),
         "input": INPUT_NOTE,
         "class_names": class_names,
@@ -108,6 +110,7 @@ def export_all(
     metadata: Optional[Dict[str, Any]] = None,
     options: Optional[tf.saved_model.SaveOptions] = None,
     calibration_images: Optional[Iterable] = None,
+    crop_fraction: Optional[float] = None,
 ) -> str:
     """Writes ``formats`` of ``model`` (its current weights) and ``metadata.json`` to ``export_dir``.
 
@@ -116,10 +119,12 @@ def export_all(
     see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole
     directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
     or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys
-    to ``metadata.json`` (e.g. the checkpoint). Other arguments as ``export_saved_model``.
+    to ``metadata.json`` (e.g. the checkpoint). Other arguments (``crop_fraction`` too: recorded in
+    ``metadata.json``) as ``export_saved_model``.
     Returns ``export_dir``.
     """
     formats = _check_formats(formats)
+    check_crop_fraction(crop_fraction)
     quantizations = [q for export_format in formats for q in TFLITE_FORMATS.get(export_format, ())]
     for quantize in quantizations:  # before any file is written
         check_quantize(quantize, calibration_images)
@@ -129,7 +134,7 @@ def export_all(
         tf.io.gfile.makedirs(temporary)
         if "saved_model" in formats:
             write_saved_model(serving_model, join(temporary, SAVED_MODEL_DIR), image_size=image_size,
-                              class_names=class_names, top_k=top_k, options=options)
+                              class_names=class_names, top_k=top_k, options=options, crop_fraction=crop_fraction)
             files["saved_model"] = SAVED_MODEL_DIR
         if "keras" in formats:
             write_keras(serving_model, join(temporary, KERAS_FILE))
@@ -142,7 +147,7 @@ def export_all(
             files[f"tflite_{quantize or 'float32'}"] = TFLITE_FILES[quantize]
             if quantize == "int8":
                 extra["tflite_int8"] = quantization_details(flatbuffer)
-        record = build_metadata(serving_model, image_size, class_names, top_k, files, extra)
+        record = build_metadata(serving_model, image_size, class_names, top_k, files, extra, crop_fraction)
         with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
             json.dump(record, handle, indent=2)
             handle.write("\n")

@@ -24,11 +24,13 @@ def write_saved_model(
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,
     options: Optional[tf.saved_model.SaveOptions] = None,
+    crop_fraction: Optional[float] = None,
 ) -> str:
     """Writes the SavedModel at ``path`` directly (not atomic; ``model`` already checked)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (function, input_signature) in serving_functions(model, image_size, class_names, top_k).items():
+    for name, (function, input_signature) in serving_functions(model, image_size, class_names, top_k,
+                                                                crop_fraction).items():
         archive.add_endpoint(name, function, input_signature=input_signature)
     archive.write_out(path, options=options, verbose=False)
     return path
@@ -43,6 +45,7 @@ def export_saved_model(
     top_k: int = 5,
     overwrite: bool = False,
     options: Optional[tf.saved_model.SaveOptions] = None,
+    crop_fraction: Optional[float] = None,
 ) -> str:
     """Exports ``model`` (its current weights) as a SavedModel directory at ``export_dir``.
 
@@ -60,11 +63,14 @@ def export_saved_model(
         top_k: how many classes the top-k outputs hold (capped at the number of classes).
         overwrite: replace an existing ``export_dir`` (else ``FileExistsError``).
         options: ``tf.saved_model.SaveOptions`` (e.g. ``experimental_io_device`` on a TPU VM).
+        crop_fraction: ``serving_default``'s central crop as a fraction of the shorter side (1: the
+            whole image); None: the official ``size/(size+32)`` below 320 px. Use the run's
+            ``data.eval_crop_fraction`` so serving sees what evaluation saw.
     Returns:
         ``export_dir``.
     """
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     with atomic_output(export_dir, overwrite=overwrite) as temporary:
         write_saved_model(serving_model, temporary, image_size=image_size, class_names=class_names,
-                          top_k=top_k, options=options)
+                          top_k=top_k, options=options, crop_fraction=crop_fraction)
     return export_dir

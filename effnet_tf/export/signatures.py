@@ -3,8 +3,8 @@
 ``serving_default`` takes a batch of encoded JPEG/PNG strings (``image_bytes``, shape [N]),
 checks each one's magic bytes (so a bad element is named in the error), decodes it and applies
 the input pipeline's own evaluation preprocessing (``effnet_tf.data.preprocessing.
-preprocess_eval``: central crop ``size/(size+32)`` below 320 px, else the whole image, resized
-to ``size x size``). ``predict_pixels`` (float32) and ``predict_pixels_uint8`` take pixels
+preprocess_eval``: the run's central crop, ``crop_fraction`` of the shorter side -- by default
+the official ``size/(size+32)`` below 320 px, else the whole image -- resized to ``size x size``). ``predict_pixels`` (float32) and ``predict_pixels_uint8`` take pixels
 ``[N, H, W, 3]`` in 0..255 at any size and run the model on them as they are (no crop or
 resize: the model is fully convolutional and normalizes its input itself).
 
@@ -106,8 +106,9 @@ def _check_one_image(index, encoded):
     return _checked(encoded, tf.logical_or(is_jpeg, is_png), message)
 
 
-def decode_images(image_bytes, image_size: int):
-    """Encoded JPEG/PNG strings [N] -> uint8 [N, size, size, 3] with the eval preprocessing."""
+def decode_images(image_bytes, image_size: int, crop_fraction=None):
+    """Encoded JPEG/PNG strings [N] -> uint8 [N, size, size, 3] with the eval preprocessing
+    (``crop_fraction`` as ``preprocess_eval``)."""
     from effnet_tf.data.preprocessing import preprocess_eval
 
     has_rank, _ = _shape_check(image_bytes, 1)
@@ -118,7 +119,8 @@ def decode_images(image_bytes, image_size: int):
 
     def one(args):
         index, encoded = args
-        return preprocess_eval(_check_one_image(index, encoded), image_size, encoded=True)
+        return preprocess_eval(_check_one_image(index, encoded), image_size, encoded=True,
+                               crop_fraction=crop_fraction)
 
     count = tf.shape(image_bytes)[0]
     return tf.map_fn(
@@ -158,8 +160,10 @@ def serving_functions(
     image_size: int,
     class_names: Optional[Sequence[str]] = None,
     top_k: int = 5,
+    crop_fraction: Optional[float] = None,
 ) -> Dict[str, Tuple[Callable, List[tf.TensorSpec]]]:
-    """``{signature name: (function, input_signature)}`` for ``keras.export.ExportArchive``."""
+    """``{signature name: (function, input_signature)}`` for ``keras.export.ExportArchive``
+    (``crop_fraction``: ``serving_default``'s central crop, as ``preprocess_eval``)."""
     model_probabilities = model_scores(model)
     classes = int(model.outputs[0].shape[-1])
 
@@ -169,7 +173,7 @@ def serving_functions(
                        lambda: tf.zeros([0, classes], tf.float32))
 
     def serve_image_bytes(image_bytes):
-        return classify(scores(decode_images(image_bytes, image_size)), top_k, class_names)
+        return classify(scores(decode_images(image_bytes, image_size, crop_fraction)), top_k, class_names)
 
     def serve_pixels(pixels):
         return classify(scores(check_pixels(pixels)), top_k, class_names)

@@ -35,8 +35,15 @@ def build_from_config(model_config, *, for_training: bool = True) -> keras.Model
 
 
 def load_initial_weights(model: keras.Model, weights: str) -> Dict[str, int]:
-    """Copies ``weights`` ('imagenet' from keras.applications, or a .h5/.weights.h5 file) into
-    ``model``, all but a mismatched classifier head; returns the copy counts."""
+    """Copies ``weights`` into ``model``, all but a mismatched classifier head; returns the copy
+    counts. ``weights``: 'imagenet' (keras.applications), a keras.applications .h5/.weights.h5
+    file, or an effnet_tf model to fine-tune from: its ``.keras`` file, export directory or run
+    directory (``<model_dir>/export/model.keras``)."""
+    from effnet_tf.model.transfer import copy_weights_by_name, find_keras_file
+
+    own = find_keras_file(weights) if weights != "imagenet" else None
+    if own is not None:  # our layers are registered: this module imports the builder
+        return copy_weights_by_name(model, keras.saving.load_model(own, compile=False))
     if weights == "imagenet":
         spec = getattr(model, "variant", None)
         if spec is None or not spec.keras_application:

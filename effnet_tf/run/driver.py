@@ -21,6 +21,7 @@ from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
 from effnet_tf.run.failures import op_error_text
 from effnet_tf.run.restore import export_calibration
 from effnet_tf.storage import paths
+from effnet_tf.training.health import plan_warnings
 from effnet_tf.training.loop import CheckpointMismatchError, TrainingLoop
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan, make_plan
@@ -107,6 +108,8 @@ class Driver:
         plan, c, run_dir = self.plan, self.config, self.plan.run_dir
         run_dir.create()
         self._check_checkpoints_fit()
+        for stale in self.loop.checkpoint.remove_stale_temporaries():
+            self.say(f"Removed {stale}: a checkpoint save that a killed process left unfinished.")
         restored = self.loop.restore()
         start_step = self.loop.global_step
         if start_step >= plan.total_steps:
@@ -123,6 +126,11 @@ class Driver:
                  f"({type(self.strategy).__name__}) | precision {c.runtime.precision} | global batch "
                  f"{c.train.global_batch_size} | {plan.epochs} epochs x {plan.steps_per_epoch} steps | progressive "
                  f"{c.progressive.mode} ({len(plan.stages)} stage(s), sizes {plan.sizes})")
+        for note in plan.recipe_notes:
+            self.say(note)
+        for warning in plan_warnings(plan):
+            self.say(f"effnet-train: warning: {warning['message']}")
+            self._record(dict(event="health", **warning))
         if config_path:
             self.say(f"Config written to {config_path}")
         if restored:
@@ -235,7 +243,7 @@ class Driver:
                     formats=tuple(c.export.formats), image_size=plan.eval_size,
                     class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
                     metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
-                    calibration_images=calibration,
+                    calibration_images=calibration, crop_fraction=c.data.eval_crop_fraction,
                 )
         finally:
             if not self.role.is_chief:

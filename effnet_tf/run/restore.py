@@ -87,7 +87,7 @@ def export_calibration(config: ExperimentConfig, formats: Sequence[str], image_s
 
         source = open_source(config.data)
     return calibration_images(source, config.data.train_split, image_size, config.export.calibration_examples,
-                              seed=config.runtime.seed)
+                              seed=config.runtime.seed, crop_fraction=config.data.eval_crop_fraction)
 
 
 def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> Tuple[keras.Model, Any, Dict[str, Any]]:
@@ -148,7 +148,8 @@ def export_from_model_dir(
     with ema_weights(model, enabled=use_ema) as used_ema:
         info.update(ema=bool(used_ema), model_dir=model_dir)
         export_all(model, export_dir, formats=formats, image_size=image_size, class_names=class_names,
-                   top_k=top_k, overwrite=overwrite, metadata={"source": info}, calibration_images=calibration)
+                   top_k=top_k, overwrite=overwrite, metadata={"source": info}, calibration_images=calibration,
+                   crop_fraction=config.data.eval_crop_fraction)
     log.info("Exported %s (step %d, %s weights) to %s", info["checkpoint"], info["global_step"],
              "EMA" if info["ema"] else "trained", export_dir)
     return export_dir

@@ -17,12 +17,27 @@ owns the shared files. Checkpoints are the exception: every worker takes part in
 from __future__ import annotations
 
 import json
+import re
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
 from effnet_tf.storage import paths
+
+_PREFIX = re.compile(r"^ckpt-(\d+)$")
+
+
+def checkpoints_on_disk(directory: str) -> List[Tuple[int, str]]:
+    """``[(step, prefix)]`` of every ``ckpt-<step>`` whose ``.index`` file is in ``directory``, by
+    step: what the run holds whatever its ``checkpoint`` index file says."""
+    found = []
+    for index in tf.io.gfile.glob(paths.join(directory, "ckpt-*.index")):
+        prefix = index[:-len(".index")]
+        match = _PREFIX.match(prefix.replace("\\", "/").rsplit("/", 1)[-1])
+        if match:
+            found.append((int(match.group(1)), prefix))
+    return sorted(found)
 
 
 class RunDirectory:
@@ -85,7 +100,12 @@ class RunDirectory:
         return paths.exists(self.config_file) or tf.io.gfile.isdir(self.checkpoints)
 
     def latest_checkpoint(self) -> Optional[str]:
-        return tf.train.latest_checkpoint(self.checkpoints)
+        """The index's latest checkpoint; when the index is missing or damaged, the newest on disk."""
+        latest = tf.train.latest_checkpoint(self.checkpoints)
+        if latest is None:
+            on_disk = checkpoints_on_disk(self.checkpoints)
+            latest = on_disk[-1][1] if on_disk else None
+        return latest
 
     def read_progress(self) -> List[Dict]:
         """The records of progress.jsonl (a line cut by a killed process is skipped)."""

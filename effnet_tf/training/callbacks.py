@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from effnet_tf.storage import paths
 from effnet_tf.training.checkpoint import CheckpointState
 from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 
@@ -20,7 +21,17 @@ class DataExhaustedError(ValueError):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; training stopped before any further checkpoint."""
+    """The training loss, the eval loss or the weights became NaN/infinite (or the weights exploded);
+    training stopped before any further checkpoint."""
+
+
+#: A trainable weight larger than this in magnitude means the run has diverged. Trained networks
+#: keep |w| well below 100 (weight decay, BatchNorm); a learning rate 1e6 too high reached 1e17
+#: after one step, measured on a tiny network.
+DIVERGED_WEIGHT = 1e6
+#: A mean training loss above this (nats per image) means the run has diverged: a uniform guess
+#: over 1,000 classes costs 6.9, and the weight-decay term of a sound network is below 10.
+DIVERGED_LOSS = 1e3
 
 
 def _finite(value) -> bool:
@@ -65,28 +76,61 @@ class ProgressCheckpoint(keras.callbacks.Callback):
             self._offset = 0
         self._first_epoch_of_segment = False
 
+    def _fix(self, moved=(), latest: Optional[str] = None) -> str:
+        latest = self.state.latest if latest is None and not moved else latest
+        where = (f"the newest good checkpoint is {latest!r} and the rerun resumes from it" if latest else
+                 "no good checkpoint remains, so the rerun starts from the beginning")
+        if moved:
+            names = ", ".join(p.replace("\\", "/").rsplit("/", 1)[-1] for p in moved)
+            where = (f"the checkpoint that gave this loss ({names}) was moved to {paths.parent(moved[0])} "
+                     f"(kept, out of the run's history); {where}")
+        return (f"Stopped without saving; {where}: lower train.base_learning_rate (now {self._peak_lr()}) and run "
+                "the same command again, or check the data.")
+
+    def _peak_lr(self) -> str:
+        try:
+            return f"{float(self.model.optimizer.learning_rate):.3g} at this step"
+        except Exception:  # noqa: BLE001 -- a message must never fail
+            return "see config.yaml"
+
     def _check(self, logs, where: str) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not _finite(loss):
+        if loss is not None and not (_finite(loss) and float(loss) <= DIVERGED_LOSS):
             step = self.state.progress.global_step
+            what = "" if not _finite(loss) else f" (above {DIVERGED_LOSS:g}: diverged)"
+            # Step t's loss is computed with the weights after step t - 1. A finite but exploded
+            # loss says those weights have diverged (while small enough to pass the save check):
+            # their checkpoint is moved aside. A NaN can as well come from the data (a NaN label
+            # or pixel), so the checkpoint of step t - 1, checked at its save, stays the latest.
+            moved, latest = self.state.quarantine_from(step - 1) if _finite(loss) else ([], None)
             raise NonFiniteLossError(
-                f"Training loss is {float(loss)} at {where} (global step {step}, epoch {self._epoch + 1}). "
-                f"Stopped without saving; the last good checkpoint is {self.state.latest!r}. "
-                "Lower train.base_learning_rate or check the data."
-            )
+                f"Training loss is {float(loss):.4g}{what} at {where} (global step {step}, epoch {self._epoch + 1}). "
+                f"{self._fix(moved, latest)}")
+
+    def _weights_state(self):
+        """(all variables finite, largest |trainable weight|), in one compiled call."""
+        if self._all_finite is None:
+            variables = list(self.model.variables) + list(getattr(self.model.optimizer, "variables", []))
+            variables = [v for v in variables if "float" in str(v.dtype)]
+            trainable = [v for v in self.model.trainable_variables if "float" in str(v.dtype)]
+            self._all_finite = tf.function(lambda: (
+                tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables]),
+                tf.reduce_max([tf.reduce_max(tf.abs(tf.cast(v, tf.float32))) for v in trainable])))
+        finite, largest = self._all_finite()
+        return bool(finite), float(largest)
 
     def _save(self, where: str) -> None:
         # The loss of step t is computed before step t's update: a non-finite gradient shows up
-        # in the weights one step before it shows in the loss. Never checkpoint such weights.
-        if self._all_finite is None:
-            variables = list(self.model.trainable_variables)
-            self._all_finite = tf.function(
-                lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-        if not bool(self._all_finite()):
+        # in the weights one step before it shows in the loss. Never checkpoint such weights, nor
+        # weights that have exploded while staying finite (BatchNorm keeps such a network's loss
+        # finite for a while, and every rerun from them diverges again).
+        finite, largest = self._weights_state()
+        if not finite or not largest <= DIVERGED_WEIGHT:
+            what = ("Non-finite weights" if not finite else
+                    f"Diverged weights (largest |weight| {largest:.3g} > {DIVERGED_WEIGHT:.0e})")
             raise NonFiniteLossError(
-                f"Non-finite weights at {where} (global step {self.state.progress.global_step}, epoch "
-                f"{self._epoch + 1}). Stopped without saving; the last good checkpoint is {self.state.latest!r}."
-            )
+                f"{what} at {where} (global step {self.state.progress.global_step}, epoch {self._epoch + 1}). "
+                f"{self._fix()}")
         return self.state.save()
 
     def on_train_batch_end(self, batch, logs=None):

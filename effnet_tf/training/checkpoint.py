@@ -10,12 +10,19 @@ pure function of the epoch), so nothing else needs saving.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
+from effnet_tf.storage import paths
 from effnet_tf.storage.errors import error_line
 from effnet_tf.storage.paths import join
+from effnet_tf.storage.run_directory import checkpoints_on_disk
+
+def index_is_sound(directory: str) -> bool:
+    """Whether ``directory/checkpoint`` exists and parses (TF only logs "Checkpoint ignored" when
+    it does not, and its CheckpointManager then starts an empty history)."""
+    return tf.train.get_checkpoint_state(directory) is not None
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +72,19 @@ class CheckpointState:
         self._writer = self.manager if self._is_writer else tf.train.CheckpointManager(
             self.checkpoint, self.write_directory, max_to_keep=1)
         self._saved_step: Optional[int] = None
+        self.index_damaged = False
+        self.max_to_keep = max_to_keep
         # A remote TPU host cannot write to this machine's disk: do the I/O locally.
         self.options = tf.train.CheckpointOptions(experimental_io_device=io_device) if io_device else None
 
     @property
     def latest(self) -> Optional[str]:
         """The latest checkpoint of the run (the chief's)."""
-        if self._is_writer:
-            return self.manager.latest_checkpoint
-        return tf.train.latest_checkpoint(self.directory)
+        latest = self.manager.latest_checkpoint if self._is_writer else tf.train.latest_checkpoint(self.directory)
+        if latest is None:  # a missing or damaged index: the files on disk
+            on_disk = checkpoints_on_disk(self.directory)
+            latest = on_disk[-1][1] if on_disk else None
+        return latest
 
     def _restore(self, path: str) -> None:
         status = self.checkpoint.restore(path, options=self.options)
@@ -99,6 +110,17 @@ class CheckpointState:
         candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
         if state and state.model_checkpoint_path and state.model_checkpoint_path not in candidates:
             candidates.insert(0, state.model_checkpoint_path)
+        on_disk = checkpoints_on_disk(self.directory)
+        if not state and on_disk:
+            # A missing or damaged index must not look like an empty run (a restart from step 0
+            # would overwrite the checkpoints): the files on disk are the history.
+            candidates = [prefix for _, prefix in reversed(on_disk)]
+            self.index_damaged = True
+            if warn is not None:
+                index = join(self.directory, "checkpoint")
+                warn(f"the checkpoint index {index} is {'damaged' if paths.exists(index) else 'missing'}; found "
+                     f"{len(on_disk)} checkpoint(s) on disk ({', '.join(f'ckpt-{s}' for s, _ in on_disk)}) and "
+                     "resuming from the newest that reads back.")
         failures = []
         for candidate in candidates:
             try:
@@ -109,11 +131,58 @@ class CheckpointState:
             if failures and warn is not None:
                 warn(f"could not restore {'; '.join(failures)}; restored the older {candidate} instead "
                      "(nothing was deleted).")
+            if self.index_damaged and self._is_writer:
+                self._rewrite_index(candidate)
             return candidate
         if failures:
             raise CheckpointRestoreError(f"no checkpoint in {self.directory} could be restored: {'; '.join(failures)}. "
                                          "Move the damaged files away, or use a new --model_dir.")
         return None
+
+    def _rewrite_index(self, latest: str) -> None:
+        """Writes a sound index ending at ``latest`` and reopens the managers on it, so the next
+        saves rotate the old checkpoints as usual instead of ignoring them."""
+        steps = [prefix for _, prefix in checkpoints_on_disk(self.directory)]
+        keep = steps[:steps.index(latest) + 1] if latest in steps else [latest]
+        tf.compat.v1.train.update_checkpoint_state(self.directory, latest, all_model_checkpoint_paths=keep)
+        self.manager = self._writer = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                                 max_to_keep=self.max_to_keep)
+        self.index_damaged = False
+
+    def remove_stale_temporaries(self) -> List[str]:
+        """Removes ``ckpt-*_temp*`` directories that a save killed mid-way left (the writer only,
+        which holds the run's lock, so no save of another process can be under way)."""
+        if not self._is_writer:
+            return []
+        stale = [p for p in tf.io.gfile.glob(join(self.directory, "ckpt-*_temp*")) if tf.io.gfile.isdir(p)]
+        for path in stale:
+            tf.io.gfile.rmtree(path)
+        return stale
+
+    def quarantine_from(self, step: int) -> Tuple[List[str], Optional[str]]:
+        """Moves the checkpoints of ``step`` and later into ``diverged-step-<step>/`` beside them
+        (kept, out of the run's history) and points the index at the newest earlier one; returns
+        (the moved files' new prefixes, the newest remaining prefix or None). The writer only."""
+        later = [(s, p) for s, p in checkpoints_on_disk(self.directory) if s >= step]
+        if not self._is_writer or not later:
+            return [], self.latest
+        target = join(self.directory, f"diverged-step-{step}")
+        tf.io.gfile.makedirs(target)
+        for _, prefix in later:
+            for name in tf.io.gfile.glob(prefix + ".*"):
+                tf.io.gfile.rename(name, join(target, name.replace("\\", "/").rsplit("/", 1)[-1]), overwrite=True)
+        remaining = [p for _, p in checkpoints_on_disk(self.directory)]
+        index = join(self.directory, "checkpoint")
+        if remaining:
+            tf.compat.v1.train.update_checkpoint_state(self.directory, remaining[-1],
+                                                       all_model_checkpoint_paths=remaining)
+        elif paths.exists(index):
+            tf.io.gfile.remove(index)
+        self.manager = self._writer = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                                 max_to_keep=self.max_to_keep)
+        self._saved_step = None
+        moved = [join(target, p.replace("\\", "/").rsplit("/", 1)[-1]) for _, p in later]
+        return moved, (remaining[-1] if remaining else None)
 
     def save(self) -> str:
         """Saves at the current global step (no-op if this step is already saved); returns the

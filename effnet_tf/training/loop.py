@@ -9,6 +9,7 @@ starts is the restored global step alone: the stage is recomputed from it.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
@@ -16,16 +17,20 @@ import keras
 import tensorflow as tf
 
 from effnet_tf.model.regularization import set_regularization
+from effnet_tf.model.transfer import set_trainable_parts
 from effnet_tf.training import schedule as schedule_lib
 from effnet_tf.training.callbacks import (
+    DIVERGED_LOSS,
     DataExhaustedError,
+    NonFiniteLossError,
     PeriodicEvaluation,
     ProgressCheckpoint,
     ProgressiveLogger,
     RunProgbar,
 )
 from effnet_tf.training.compile_cache import TestFunctionCache, TrainFunctionCache
-from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.health import TrainingHealth
+from effnet_tf.training.optimizer import ema_weights, reset_moments
 from effnet_tf.training.plan import Plan
 from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 from effnet_tf.training.task import Components, eval_dataset_fn, train_dataset_fn
@@ -81,6 +86,7 @@ class TrainingLoop:
         self.last_eval: Optional[Dict[str, float]] = None  # the latest evaluation during training
         self.preemption: Optional[PreemptionWatcher] = None
         self.input_pipelines: set = set()  # (pipeline id, pipelines) of the training data read here
+        self._phase: Optional[str] = None  # the trainable parts set last (fine-tuning)
 
     @property
     def optimizer(self):
@@ -106,6 +112,7 @@ class TrainingLoop:
                 make_checkpoint(self.model, self.model.optimizer, self.progress).restore(path).expect_partial()
             return path
         path = self.checkpoint.restore(path, warn=lambda message: self.say(f"effnet-train: warning: {message}"))
+        self._reset_after_divergence(path)
         saved = int(self.progress.steps_per_epoch.numpy())
         if path and saved != self.plan.steps_per_epoch:
             raise CheckpointMismatchError(
@@ -114,6 +121,21 @@ class TrainingLoop:
                 "--model_dir or the original settings."
             )
         return path
+
+    def _reset_after_divergence(self, path: Optional[str]) -> None:
+        """A session that stopped on divergence left a ``diverged`` record: resuming from a step
+        before it, the optimizer's moments (which carry the exploding gradients) start afresh."""
+        run_dir = self.plan.run_dir
+        if not path or run_dir is None:
+            return
+        last = next((r for r in reversed(run_dir.read_progress()) if r.get("event") in ("diverged", "run_start")), None)
+        if not last or last.get("event") != "diverged" or self.global_step > int(last.get("global_step", -1)):
+            return
+        with self.strategy.scope():
+            count = reset_moments(self.optimizer)
+        self.say(f"The previous session diverged at global step {last.get('global_step')}: resuming from {path} "
+                 f"with the optimizer's moment estimates reset ({count} variables; the step count and the EMA "
+                 "are kept).")
 
     # -----------------------------------------------------------------------------------------
     # Data and evaluation
@@ -143,6 +165,14 @@ class TrainingLoop:
                                                verbose=verbose)
         results = {k: float(v) for k, v in results.items()}
         results["ema"] = float(used_ema)
+        loss = results.get("loss", 0.0)
+        if not (math.isfinite(loss) and loss <= DIVERGED_LOSS):
+            latest = self.checkpoint.latest if self.checkpoint else None
+            raise NonFiniteLossError(
+                f"eval loss is {loss:.4g} ({'EMA' if used_ema else 'trained'} weights, global step "
+                f"{self.global_step}): the model has diverged. Train again with a lower train.base_learning_rate in "
+                f"a new --model_dir (this run's checkpoints hold the diverged weights; newest: {latest!r}), or check "
+                "the eval data.")
         return results
 
     # -----------------------------------------------------------------------------------------
@@ -151,8 +181,13 @@ class TrainingLoop:
     def _learning_rate(self) -> float:
         return float(self.optimizer.learning_rate)
 
+    def _regularization_loss(self) -> float:
+        """The weight-decay term Keras adds to the reported training loss (now)."""
+        with self.strategy.scope():
+            return float(sum(float(loss) for loss in self.model.losses))
+
     def callbacks(self, evaluate_during: bool) -> List[keras.callbacks.Callback]:
-        """Checkpoint + NaN stop, periodic evaluation, progressive scalars, TensorBoard."""
+        """Checkpoint + NaN stop, periodic evaluation, health checks, progressive scalars, TensorBoard."""
         c, run_dir = self.plan.config, self.plan.run_dir
         use_tensorboard = c.runtime.tensorboard and tensorboard_available() and run_dir is not None and run_dir.writer
         if c.runtime.tensorboard and not tensorboard_available():
@@ -181,11 +216,45 @@ class TrainingLoop:
         if use_tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(run_dir.logs, write_graph=False, update_freq="epoch",
                                                          profile_batch=0))
+        # Last: after the evaluation (it reads val_top1) and after the progress bar ends its line.
+        self.health = TrainingHealth(c, self.plan.epochs, warn=lambda message: self.say(f"effnet-train: warning: {message}"),
+                                     record=self.record, regularization_loss=self._regularization_loss,
+                                     steps_per_epoch=self.plan.steps_per_epoch)
+        callbacks.append(self.health)
         return callbacks
 
     def _evaluate_during(self) -> Dict[str, float]:
         self.last_eval = self.evaluate()
         return self.last_eval
+
+    def _phases(self, start: int, end: int):
+        """``(phase, end_epoch)`` pieces of epochs ``[start, end)``, with the model's trainable parts
+        set for each piece as it is reached: ``"head"`` (only the classifier, during
+        ``train.freeze_backbone_epochs``) and ``"finetune"`` (``train.trainable_blocks`` last blocks),
+        or one ``None`` piece when the whole network always trains."""
+        t = self.plan.config.train
+        head_until = t.freeze_backbone_epochs
+        if not head_until and t.trainable_blocks is None:
+            yield None, end
+            return
+        if start < head_until:
+            self._set_phase("head")
+            yield "head", min(end, head_until)
+            start = min(end, head_until)
+        if start < end:
+            self._set_phase("finetune")
+            yield "finetune", end
+
+    def _set_phase(self, phase: str) -> None:
+        t = self.plan.config.train
+        counts = set_trainable_parts(self.model, head_only=phase == "head", trainable_blocks=t.trainable_blocks)
+        if phase != self._phase:
+            what = ("the classifier head only" if phase == "head" else
+                    "the whole network" if t.trainable_blocks is None else
+                    f"the last {t.trainable_blocks} block(s), top conv and head")
+            self.say(f"Fine-tuning: training {what} ({counts['trainable_weights']} trainable weights, "
+                     f"{counts['frozen_weights']} frozen)")
+            self._phase = phase
 
     def _stop_if_preempted(self, preemption: Optional[PreemptionWatcher]) -> None:
         """At a boundary every worker reaches together: save and stop if any worker got a signal."""
@@ -200,6 +269,15 @@ class TrainingLoop:
         Returns ``{"global_step", "epochs", "train_functions"}``.
         """
         self.preemption = preemption
+        try:
+            return self._train_stages(evaluate_during, preemption)
+        except NonFiniteLossError as error:
+            # Read by the next session, which resets the optimizer's moments (_reset_after_divergence).
+            self.record({"event": "diverged", "global_step": self.global_step,
+                         "checkpoint": self.checkpoint.latest if self.checkpoint else None, "message": str(error)})
+            raise
+
+    def _train_stages(self, evaluate_during: bool, preemption: Optional[PreemptionWatcher]) -> Dict[str, Any]:
         plan = self.plan
         epoch, in_epoch = divmod(self.global_step, plan.steps_per_epoch)
         callbacks = self.callbacks(evaluate_during)
@@ -211,23 +289,27 @@ class TrainingLoop:
             self._stop_if_preempted(preemption)  # before a new size's compile, which can take long
             set_regularization(self.model, dropout_rate=stage.dropout_rate, drop_connect_rate=stage.drop_connect_rate)
             self.logger.set_stage(stage)
+            self.health.train_image_size = stage.image_size
             self.say(schedule_lib.describe(stage, len(plan.stages), self.train_cache.trace_count))
             self.record(dict(stage.to_dict(), event="stage", resumed_at_epoch=epoch,
                              train_functions=self.train_cache.trace_count))
             dataset = self.train_dataset(stage, epoch)
-            with self.train_cache.use(stage.image_size), _fit_context(plan):
-                if in_epoch:  # finish the interrupted epoch with its remaining steps
-                    self.progress_callback.begin_segment(in_epoch)
-                    self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
-                                   steps_per_epoch=plan.steps_per_epoch - in_epoch, callbacks=callbacks,
-                                   verbose=verbose, shuffle=False)
-                    epoch, in_epoch = epoch + 1, 0
-                if epoch < stage.end_epoch:
-                    self.progress_callback.begin_segment(0)
-                    self.model.fit(dataset, initial_epoch=epoch, epochs=stage.end_epoch,
-                                   steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                                   shuffle=False)
-                    epoch = stage.end_epoch
+            for phase, end in self._phases(epoch, stage.end_epoch):
+                # One program per (size, trainable parts): freezing changes what the step updates.
+                key = stage.image_size if phase is None else (stage.image_size, phase)
+                with self.train_cache.use(key), _fit_context(plan):
+                    if in_epoch:  # finish the interrupted epoch with its remaining steps
+                        self.progress_callback.begin_segment(in_epoch)
+                        self.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                                       steps_per_epoch=plan.steps_per_epoch - in_epoch, callbacks=callbacks,
+                                       verbose=verbose, shuffle=False)
+                        epoch, in_epoch = epoch + 1, 0
+                    if epoch < end:
+                        self.progress_callback.begin_segment(0)
+                        self.model.fit(dataset, initial_epoch=epoch, epochs=end,
+                                       steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                                       shuffle=False)
+                        epoch = end
         self._stop_if_preempted(preemption)  # a signal after the last step
         return {"global_step": self.global_step, "epochs": self.global_step // plan.steps_per_epoch,
                 "train_functions": self.train_cache.trace_count}

@@ -81,6 +81,31 @@ class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"value": self.value}
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ScaledAfter(keras.optimizers.schedules.LearningRateSchedule):
+    """``inner(step)``, multiplied by ``scale`` from ``boundary_step`` on (fine-tuning: the head
+    trains alone first, then the whole network at a lower rate)."""
+
+    def __init__(self, inner, boundary_step: int, scale: float):
+        self.inner = inner
+        self.boundary_step = int(boundary_step)
+        self.scale = float(scale)
+
+    def __call__(self, step):
+        value = ops.cast(self.inner(step), "float32")
+        return ops.where(ops.cast(step, "float32") < self.boundary_step, value, value * self.scale)
+
+    def get_config(self):
+        return {"inner": keras.saving.serialize_keras_object(self.inner), "boundary_step": self.boundary_step,
+                "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["inner"] = keras.saving.deserialize_keras_object(config["inner"])
+        return cls(**config)
+
+
 def peak_learning_rate(base_learning_rate: float, global_batch_size: int) -> float:
     """The recipe's linear scaling: ``base x batch / 256``."""
     return base_learning_rate * global_batch_size / 256.0
@@ -91,8 +116,17 @@ def build_lr_schedule(train_config, steps_per_epoch: int) -> keras.optimizers.sc
 
     exponential: warmup, then ``peak x rate ** floor(step / (decay_epochs x steps_per_epoch))``;
     cosine: warmup, then cosine from the peak to ``lr_min_ratio x peak`` at the last step;
-    constant: warmup, then the peak.
+    constant: warmup, then the peak. With ``freeze_backbone_epochs``, multiplied by
+    ``finetune_lr_scale`` once the backbone trains.
     """
+    schedule = _decay_schedule(train_config, steps_per_epoch)
+    t = train_config
+    if getattr(t, "freeze_backbone_epochs", 0) and t.finetune_lr_scale != 1.0:
+        return ScaledAfter(schedule, t.freeze_backbone_epochs * steps_per_epoch, t.finetune_lr_scale)
+    return schedule
+
+
+def _decay_schedule(train_config, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
     t = train_config
     peak = peak_learning_rate(t.base_learning_rate, t.global_batch_size)
     warmup = int(round(t.warmup_epochs * steps_per_epoch))
@@ -202,6 +236,24 @@ class _EMAMixin:
         config = super().get_config()
         config["ema_warmup"] = self.ema_warmup
         return config
+
+
+#: Where Keras 3's optimizers keep their per-weight moment estimates (SGD, Adam, RMSprop).
+_MOMENT_SLOTS = ("momentums", "_momentums", "_velocities", "_average_gradients")
+
+
+def reset_moments(optimizer) -> int:
+    """Zeroes the optimizer's moment estimates (RMSProp's mean square to ``initial_rms``), keeping
+    the step count and the EMA of the weights; returns how many variables were reset. After a
+    divergence they hold the exploding gradients, and a rerun at a lower LR would apply them again."""
+    count = 0
+    for slot in _MOMENT_SLOTS:
+        for variable in getattr(optimizer, slot, None) or []:
+            value = getattr(optimizer, "initial_rms", 0.0) if slot == "_velocities" and isinstance(
+                optimizer, keras.optimizers.RMSprop) else 0.0
+            variable.assign(ops.full(variable.shape, value, dtype=variable.dtype))
+            count += 1
+    return count
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -33,6 +33,8 @@ class Plan:
     on_tpu: bool
     jit_compile: bool
     run_dir: Optional[RunDirectory]
+    #: What the budget rule chose and why (``effnet_tf.config.budget``), for the console.
+    recipe_notes: Tuple[str, ...] = ()
 
     @property
     def epochs(self) -> int:
@@ -49,6 +51,15 @@ class Plan:
         if self.config.export.dir:
             return self.config.export.dir
         return self.run_dir.export if self.run_dir is not None else None
+
+    @property
+    def train_crop_fallback(self) -> Optional[float]:
+        """The training crop where none can be sampled: the official ``size/(size+32)`` (None)
+        when the crops are the variant's own, else the run's evaluation view."""
+        from effnet_tf.model.variants import recipe
+
+        d = self.config.data
+        return None if d.crop_area_min <= recipe(self.config.model.name)["crop_area_min"] else d.eval_crop_fraction
 
     def stage_at_epoch(self, epoch: int) -> schedule_lib.Stage:
         return schedule_lib.stage_at_epoch(self.schedule, self.config.runtime.seed, epoch)
@@ -82,7 +93,9 @@ def make_plan(
     ``writer``/``worker_id`` say whether this process writes the run directory's shared files.
     Raises ``ValueError`` naming every invalid key.
     """
-    resolved = config_lib.resolve(config, on_tpu=on_tpu, num_classes=num_classes, train_examples=train_examples)
+    notes: List[str] = []
+    resolved = config_lib.resolve(config, on_tpu=on_tpu, num_classes=num_classes, train_examples=train_examples,
+                                  num_replicas=num_replicas, notes=notes)
     config_lib.validate(resolved, num_replicas=num_replicas)
     config_lib.freeze(resolved)
     buckets = schedule_lib.training_buckets(resolved)
@@ -93,5 +106,5 @@ def make_plan(
     return Plan(
         config=resolved, buckets=buckets, schedule=spec, stages=stages, steps_per_epoch=t.steps_per_epoch,
         total_steps=t.epochs * t.steps_per_epoch, eval_size=resolved.eval.image_size, num_replicas=num_replicas,
-        on_tpu=on_tpu, jit_compile=bool(r.jit_compile) and not on_tpu, run_dir=run_dir,
+        on_tpu=on_tpu, jit_compile=bool(r.jit_compile) and not on_tpu, run_dir=run_dir, recipe_notes=tuple(notes),
     )

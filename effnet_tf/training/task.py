@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from effnet_tf.data.pipeline import build_dataset
 from effnet_tf.model.from_config import build_from_config, load_initial_weights
+from effnet_tf.model.transfer import freeze_batchnorm
 from effnet_tf.storage.paths import is_remote
 from effnet_tf.training.checkpoint import CheckpointState, Progress
 from effnet_tf.training.optimizer import (
@@ -40,10 +41,12 @@ class Components:
 
 
 def attach_optimizer(model: keras.Model, config, steps_per_epoch: int, *, jit_compile: bool = False) -> None:
-    """Compiles ``model`` with the recipe's optimizer, loss and metrics, and builds every optimizer
-    variable now (slots, EMA of the weights and BN statistics, a LossScaleOptimizer's scale): they are then restored eagerly, and the
+    """Compiles ``model`` with the recipe's optimizer, loss and metrics (after freezing its
+    BatchNorm layers when ``train.freeze_batchnorm``), and builds every optimizer variable now (slots, EMA of the weights and BN statistics, a LossScaleOptimizer's scale): they are then restored eagerly, and the
     train step never creates variables (which would make tf.function trace it twice)."""
     t = config.train
+    if getattr(t, "freeze_batchnorm", False):  # before the optimizer: frozen BN weights get no slots
+        freeze_batchnorm(model)
     optimizer = build_optimizer(t, build_lr_schedule(t, steps_per_epoch))
     if config.runtime.precision == "mixed_float16":  # as Keras' compile would under that policy
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -118,9 +121,11 @@ def train_dataset_fn(plan: Plan, source, stage: Stage, start_epoch: int) -> Call
             source, split=c.data.train_split, image_size=stage.image_size,
             global_batch_size=c.train.global_batch_size, training=True,
             randaug_magnitude=stage.randaug_magnitude, randaug_layers=c.data.randaug_layers,
+            randaug_policy=c.data.randaug_policy, flip_probability=c.data.flip_probability,
             mixup_alpha=stage.mixup_alpha, cutmix_alpha=stage.cutmix_alpha, crop_area_min=c.data.crop_area_min,
             seed=epoch_seed(plan, start_epoch), input_context=input_context, drop_remainder=True,
             shuffle_buffer=c.data.shuffle_buffer, cache=c.data.cache, skip_corrupt=c.data.skip_corrupt,
+            crop_fraction=plan.train_crop_fallback,
         ).repeat()
 
     return dataset_fn
@@ -134,7 +139,7 @@ def eval_dataset_fn(plan: Plan, source) -> Callable:
         return build_dataset(
             source, split=c.data.eval_split, image_size=plan.eval_size, global_batch_size=c.eval.batch_size,
             training=False, input_context=input_context, drop_remainder=c.eval.drop_remainder,
-            cache=c.data.cache, skip_corrupt=c.data.skip_corrupt,
+            cache=c.data.cache, skip_corrupt=c.data.skip_corrupt, crop_fraction=c.data.eval_crop_fraction,
         )
 
     return dataset_fn
