@@ -26,6 +26,11 @@ def join(directory: str, *parts: str) -> str:
     return os.path.join(directory, *parts)
 
 
+def basename(path: str) -> str:
+    """The last component of a local path or URL."""
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
 def parent(path: str) -> str:
     """The directory that holds ``path`` (absolute for local paths)."""
     path = str(path).rstrip("/")

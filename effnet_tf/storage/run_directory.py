@@ -34,10 +34,20 @@ def checkpoints_on_disk(directory: str) -> List[Tuple[int, str]]:
     found = []
     for index in tf.io.gfile.glob(paths.join(directory, "ckpt-*.index")):
         prefix = index[:-len(".index")]
-        match = _PREFIX.match(prefix.replace("\\", "/").rsplit("/", 1)[-1])
+        match = _PREFIX.match(paths.basename(prefix))
         if match:
             found.append((int(match.group(1)), prefix))
     return sorted(found)
+
+
+def latest_checkpoint_in(directory: str, index_latest: Optional[str] = None) -> Optional[str]:
+    """``index_latest`` (default: what the index names), or the newest checkpoint on disk when the
+    index is missing or damaged."""
+    latest = index_latest or tf.train.latest_checkpoint(directory)
+    if latest is None:
+        on_disk = checkpoints_on_disk(directory)
+        latest = on_disk[-1][1] if on_disk else None
+    return latest
 
 
 class RunDirectory:
@@ -101,11 +111,7 @@ class RunDirectory:
 
     def latest_checkpoint(self) -> Optional[str]:
         """The index's latest checkpoint; when the index is missing or damaged, the newest on disk."""
-        latest = tf.train.latest_checkpoint(self.checkpoints)
-        if latest is None:
-            on_disk = checkpoints_on_disk(self.checkpoints)
-            latest = on_disk[-1][1] if on_disk else None
-        return latest
+        return latest_checkpoint_in(self.checkpoints)
 
     def read_progress(self) -> List[Dict]:
         """The records of progress.jsonl (a line cut by a killed process is skipped)."""

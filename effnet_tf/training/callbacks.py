@@ -81,7 +81,7 @@ class ProgressCheckpoint(keras.callbacks.Callback):
         where = (f"the newest good checkpoint is {latest!r} and the rerun resumes from it" if latest else
                  "no good checkpoint remains, so the rerun starts from the beginning")
         if moved:
-            names = ", ".join(p.replace("\\", "/").rsplit("/", 1)[-1] for p in moved)
+            names = ", ".join(paths.basename(p) for p in moved)
             where = (f"the checkpoint that gave this loss ({names}) was moved to {paths.parent(moved[0])} "
                      f"(kept, out of the run's history); {where}")
         return (f"Stopped without saving; {where}: lower train.base_learning_rate (now {self._peak_lr()}) and run "

@@ -17,7 +17,7 @@ import tensorflow as tf
 from effnet_tf.storage import paths
 from effnet_tf.storage.errors import error_line
 from effnet_tf.storage.paths import join
-from effnet_tf.storage.run_directory import checkpoints_on_disk
+from effnet_tf.storage.run_directory import checkpoints_on_disk, latest_checkpoint_in
 
 def index_is_sound(directory: str) -> bool:
     """Whether ``directory/checkpoint`` exists and parses (TF only logs "Checkpoint ignored" when
@@ -80,11 +80,7 @@ class CheckpointState:
     @property
     def latest(self) -> Optional[str]:
         """The latest checkpoint of the run (the chief's)."""
-        latest = self.manager.latest_checkpoint if self._is_writer else tf.train.latest_checkpoint(self.directory)
-        if latest is None:  # a missing or damaged index: the files on disk
-            on_disk = checkpoints_on_disk(self.directory)
-            latest = on_disk[-1][1] if on_disk else None
-        return latest
+        return latest_checkpoint_in(self.directory, self.manager.latest_checkpoint if self._is_writer else None)
 
     def _restore(self, path: str) -> None:
         status = self.checkpoint.restore(path, options=self.options)
@@ -170,7 +166,7 @@ class CheckpointState:
         tf.io.gfile.makedirs(target)
         for _, prefix in later:
             for name in tf.io.gfile.glob(prefix + ".*"):
-                tf.io.gfile.rename(name, join(target, name.replace("\\", "/").rsplit("/", 1)[-1]), overwrite=True)
+                tf.io.gfile.rename(name, join(target, paths.basename(name)), overwrite=True)
         remaining = [p for _, p in checkpoints_on_disk(self.directory)]
         index = join(self.directory, "checkpoint")
         if remaining:
@@ -181,7 +177,7 @@ class CheckpointState:
         self.manager = self._writer = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                                  max_to_keep=self.max_to_keep)
         self._saved_step = None
-        moved = [join(target, p.replace("\\", "/").rsplit("/", 1)[-1]) for _, p in later]
+        moved = [join(target, paths.basename(p)) for _, p in later]
         return moved, (remaining[-1] if remaining else None)
 
     def save(self) -> str:
