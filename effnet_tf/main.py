@@ -158,12 +158,20 @@ def main(argv: Sequence[str]) -> None:
         create_driver(FLAGS).run()
     except (Exception, KeyboardInterrupt) as error:  # one line per failure; the traceback on request
         if isinstance(error, KeyboardInterrupt):
+            if sys.stdout.isatty():  # end the progress bar's line, so the message gets its own
+                print(file=sys.stdout, flush=True)
             _fail(130, "interrupted (Ctrl-C); the latest checkpoint is kept: run the same command to resume.")
         code, message = describe(error)
         if verbose:
             import traceback
 
             traceback.print_exc()
+        from effnet_tf.training.preemption import abandoned_work_running
+
+        if abandoned_work_running():  # an export abandoned on SIGTERM: do not wait for its thread
+            print(f"effnet-train: {message}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(code)
         _fail(code, message)
 
 

@@ -253,6 +253,75 @@ def test_folder_flat_layout(tmp_path):
     assert x.shape == (4, 40, 40, 3) and x.dtype == tf.bfloat16 and y.shape == (4, 3)
 
 
+def test_folder_reads_every_format_decode_image_reads_and_reports_the_rest(tmp_path):
+    """BMP, GIF (first frame), WebP and PNG as the pipeline decodes them against PIL's pixels
+    (lossless formats: exact); what is not read is reported by reason; EXIF-rotated JPEGs are
+    counted (the orientation is not applied, as in serving)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    expected = {}
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        for fmt, extension in (("PNG", "png"), ("BMP", "bmp"), ("WEBP", "webp"), ("GIF", "gif")):
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            path = tmp_path / name / f"{fmt.lower()}.{extension}"
+            if fmt == "GIF":  # two frames: the first one is the image
+                first = Image.fromarray(pixels).quantize(32)
+                first.save(path, format="GIF", save_all=True, append_images=[Image.fromarray(255 - pixels).quantize(32)])
+                pixels = np.asarray(first.convert("RGB"))
+            else:
+                Image.fromarray(pixels).save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+            expected[str(path)] = pixels
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 CW to display"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / name / "phone.jpg", format="JPEG", exif=exif.tobytes())
+        (tmp_path / name / "notes.txt").write_text("x")
+        (tmp_path / name / ".DS_Store").write_bytes(b"x")
+        (tmp_path / name / "raw" / "x.png").write_bytes(b"x")
+    (tmp_path / "labels.csv").write_text("x")
+    src = data.get_source(f"folder:{tmp_path}", validation_fraction=0.0)
+    assert src.num_examples("train") == 10
+    report = src.scan_report()
+    assert report[0] == f"Folder {tmp_path}: 2 classes; images used: train 10"
+    assert report[1] == ("Folder: ignored 1 file(s) beside the class folders (labels.csv); 2 file(s) that are not "
+                         "images (.txt) (cat/notes.txt, dog/notes.txt); 2 folder(s) nested in a class folder (not "
+                         "read) (cat/raw, dog/raw); 2 hidden file(s) (cat/.DS_Store, dog/.DS_Store)")
+    assert report[2].startswith("Folder: 2 of 2 sampled JPEGs are stored rotated (EXIF orientation); it is not applied")
+    files = [path for path, _ in src.files("train")]
+    ds = data.build_dataset(src, "train", image_size=32, global_batch_size=10, training=False,
+                            crop_fraction=1.0)
+    images, _ = collect(ds)
+    for image, path in zip(images, files):
+        if path in expected:
+            np.testing.assert_array_equal(image, expected[path], err_msg=path)
+
+
+def test_exif_orientation_of_both_byte_orders():
+    import io
+
+    from PIL import Image
+
+    from effnet_tf.data.exif import exif_orientation
+
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    for orientation in (1, 3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes())
+        assert exif_orientation(buffer.getvalue()) == orientation
+    # Big-endian ("MM") TIFF header, written by hand: IFD0 with one SHORT entry (0x0112) = 8.
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x08\x00\x00"
+    app1 = b"Exif\x00\x00" + tiff + b"\x00\x00\x00\x00"
+    jpeg = b"\xff\xd8" + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + b"\xff\xd9"
+    assert exif_orientation(jpeg) == 8
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    assert exif_orientation(buffer.getvalue()) is None and exif_orientation(b"not a jpeg") is None
+
+
 def test_folder_split_layout(tmp_path):
     rng = np.random.default_rng(2)
     write_folder(str(tmp_path / "train"), ["a", "b"], 3, rng)

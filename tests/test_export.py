@@ -143,6 +143,35 @@ def test_serving_default_matches_keras_on_jpeg_and_png(loaded, model, images):
     assert list(labels[:, 0]) == [CLASS_NAMES[label] for _, _, label in images]
 
 
+def test_serving_default_reads_every_format_training_reads(loaded, images):
+    """BMP and lossless WebP hold the PNG's exact pixels, so they are served exactly as the PNG;
+    a GIF is served as its first frame (the frame PIL decodes first)."""
+    import io
+
+    from PIL import Image
+
+    png = next(data for path, data, _ in images if path.endswith(".png"))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    encoded = {}
+    for fmt, options in (("BMP", {}), ("WEBP", {"lossless": True})):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt, **options)
+        encoded[fmt] = buffer.getvalue()
+    first = Image.fromarray(pixels).quantize(64)
+    buffer = io.BytesIO()
+    first.save(buffer, format="GIF", save_all=True, append_images=[Image.fromarray(255 - pixels).quantize(64)])
+    encoded["GIF"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(first.convert("RGB"))).save(buffer, format="PNG")
+    first_frame_png = buffer.getvalue()
+    serve = loaded.signatures["serving_default"]
+    out = serve(image_bytes=tf.constant([png, encoded["BMP"], encoded["WEBP"], encoded["GIF"], first_frame_png]))
+    probabilities = out["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities[1], probabilities[0], atol=1e-6)
+    np.testing.assert_allclose(probabilities[2], probabilities[0], atol=1e-6)
+    np.testing.assert_allclose(probabilities[3], probabilities[4], atol=1e-6)
+
+
 def test_crop_fraction_is_served_and_recorded(model, images, tmp_path):
     # A run trained on whole images (data.eval_crop_fraction: 1) is served on whole images.
     target = str(tmp_path / "whole")
@@ -179,9 +208,10 @@ def test_bad_bytes_name_the_element_and_the_process_survives(loaded, images):
     serve = loaded.signatures["serving_default"]
     before = serve(image_bytes=tf.constant(good))["probabilities"].numpy()
     for bad, pattern in [
-        (b"GIF89a not supported here", "element 2 of image_bytes is not a JPEG or PNG image"),
-        (b"", "element 2 of image_bytes is not a JPEG or PNG image.*0 bytes long"),
-        (b"hello world", "element 2 of image_bytes is not a JPEG or PNG image"),
+        (b"%PDF-1.4 not an image", "element 2 of image_bytes is not an image in a format the model reads"),
+        (b"", "element 2 of image_bytes is not an image in a format the model reads.*0 bytes long"),
+        (b"hello world", "element 2 of image_bytes is not an image.*JPEG, PNG, GIF, BMP, WebP or JPEG XL"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", "element 2 of image_bytes is not an image"),  # RIFF, not WebP
     ]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
             serve(image_bytes=tf.constant(good + [bad]))
@@ -264,7 +294,7 @@ def test_reload_in_plain_tensorflow_subprocess(exported, model, images, tmp_path
     np.testing.assert_allclose(result["probabilities"], expected, atol=1e-6)
     np.testing.assert_allclose(result["after_error"], expected, atol=1e-6)
     assert [row[0] for row in result["labels"]] == [CLASS_NAMES[label] for _, _, label in images]
-    assert "element 1 of image_bytes is not a JPEG or PNG image" in result["bad_error"]
+    assert "element 1 of image_bytes is not an image in a format the model reads" in result["bad_error"]
     np.testing.assert_allclose(result["pixels_uint8"], keras_probabilities(model, pixels), atol=1e-6)
     np.testing.assert_allclose(result["pixels_float"], keras_probabilities(model, pixels), atol=1e-6)
 

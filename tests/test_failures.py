@@ -228,6 +228,30 @@ def test_verbose_keeps_the_traceback_and_a_failed_run_has_its_own_code(tmp_path,
     assert code == 1 and "Traceback" in err and "the accelerator fell over" in err.splitlines()[-1]
 
 
+def test_ctrl_c_message_starts_its_own_line_after_a_progress_bar(tmp_path, monkeypatch):
+    import contextlib
+
+    from effnet_tf.run import driver
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def interrupted(self):
+        print("3/10 [=====>........] - ETA: 4s - loss: 1.2", end="", flush=True)  # Keras' bar, no newline
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver.Driver, "run", interrupted)
+    terminal = Terminal()
+    cli.FLAGS.unparse_flags()
+    with contextlib.redirect_stdout(terminal), contextlib.redirect_stderr(terminal), pytest.raises(SystemExit) as stop:
+        cli.main(cli.parse_flags(["effnet-train", f"--params_override={BASE},{SYNTHETIC}", f"--model_dir={tmp_path}/r"]))
+    cli.FLAGS.unparse_flags()
+    assert stop.value.code == 130
+    lines = terminal.getvalue().splitlines()
+    assert lines[-2].startswith("3/10 [") and lines[-1].startswith("effnet-train: interrupted (Ctrl-C)"), lines
+
+
 def test_damaged_latest_checkpoint_falls_back_to_the_one_before(trained, tmp_path):
     model_dir = copy_of(trained, tmp_path, "run")
     checkpoints = model_dir / "checkpoints"

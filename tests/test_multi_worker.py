@@ -240,3 +240,46 @@ def test_sigterm_to_one_of_two_workers_stops_both_and_both_resume(tmp_path, proc
     assert lines[0][2] == lines[1][2]
     end = RunDirectory(str(model_dir)).read_progress()[-1]
     assert end["event"] == "run_end" and end["global_step"] == epochs * STEPS_PER_EPOCH
+
+
+def test_sigterm_during_the_final_export_abandons_it_and_the_rerun_only_exports(tmp_path, processes):
+    model_dir = tmp_path / "run"
+    config = _config(tmp_path, model_dir, epochs=1, progressive={"mode": "none"},
+                     export={"enabled": True, "formats": ["saved_model", "keras", "tflite"]})
+    process = processes.driver(config)
+    processes.wait_for_line(process, "Exporting ", timeout=180)
+    time.sleep(0.5)
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    output = processes.finish([process], timeout=60)[0]
+    seconds = time.time() - sent
+    assert process.returncode == EXIT_PREEMPTED, output
+    assert seconds < 5, (seconds, output)
+    assert "abandoning the export" in output and "nothing was written to" in output, output
+    assert "Traceback" not in output
+    assert sorted(os.listdir(model_dir)) == ["checkpoints", "config.yaml", "progress.jsonl"]  # no export, no lock
+    assert _latest_step(str(model_dir)) == STEPS_PER_EPOCH
+
+    rerun = processes.driver(config)
+    output = processes.finish([rerun], timeout=300)[0]
+    assert rerun.returncode == 0, output
+    assert "Training already complete" in output and "Epoch " not in output, output
+    assert sorted(os.listdir(model_dir / "export")) == [
+        "metadata.json", "model.keras", "model_dynamic_range.tflite", "model_float32.tflite", "saved_model"]
+
+
+def test_a_second_trainer_started_on_a_running_run_stops_and_the_first_goes_on(tmp_path, processes):
+    model_dir = tmp_path / "run"
+    config = _config(tmp_path, model_dir, epochs=3)
+    first = processes.driver(config)
+    processes.wait_for_line(first, "Epoch 1/3", timeout=180)
+    second = processes.driver(config)
+    output = processes.finish([second], timeout=180)[0]
+    assert second.returncode == 2, output
+    line = [line for line in output.splitlines() if line.startswith("effnet-train: ")]
+    assert len(line) == 1 and "in use by another training run" in line[0], output
+    assert f"pid {first.pid}" in line[0] and f"host {socket.gethostname()}" in line[0], line
+    output = processes.finish([first], timeout=300)[0]
+    assert first.returncode == 0, output
+    runs = [r for r in RunDirectory(str(model_dir)).read_progress() if r["event"] == "run_start"]
+    assert len(runs) == 1 and not os.path.exists(model_dir / "run.lock")

@@ -110,7 +110,7 @@ def test_bad_files_are_reported_and_the_others_classified(export_dir, image_dir,
     status = predict.main(["--model", export_dir, "--json", str(fake), good, str(truncated)])
     assert status == 1
     results = json.loads(capsys.readouterr().out)["results"]
-    assert results[0] == {"file": str(fake), "error": "not a JPEG or PNG image"}
+    assert results[0] == {"file": str(fake), "error": "not an image (JPEG, PNG, GIF, BMP, WebP or JPEG XL)"}
     assert results[1]["predictions"][0]["label"] == labels[good]
     assert results[2]["error"].startswith("cannot decode")
 
@@ -126,7 +126,7 @@ def test_usage_errors_exit_2_with_a_message(export_dir, image_dir, tmp_path, cap
         (["--model", str(tmp_path / "nowhere"), image], "does not exist"),
         (["--model", str(tmp_path), image], "holds no SavedModel"),
         (["--model", export_dir, str(tmp_path / "missing.jpg")], "does not exist"),
-        (["--model", export_dir, str(tmp_path / "run")], "holds no .jpg/.jpeg/.png files"),
+        (["--model", export_dir, str(tmp_path / "run")], "holds no .jpg/.jpeg/.png/.gif/.bmp/.webp/.jxl files"),
     ]
     for argv, message in cases:
         assert predict.main(argv) == 2, argv

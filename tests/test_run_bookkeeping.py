@@ -80,3 +80,158 @@ def test_a_diverged_eval_is_never_done(tmp_path):
     (line,) = _effnet_lines(err)
     assert "diverged" in line and "base_learning_rate" in line
     assert "Done" not in out and not _records(run, "run_end")
+
+
+# One run per directory ---------------------------------------------------------------------------
+
+def _lock_file(directory, **holder):
+    path = directory / "run.lock"
+    path.write_text(json.dumps(holder) if holder else "{ half-written")
+    return path
+
+
+def _ended_pid():
+    """The pid of a process of this host that has ended."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid
+
+
+def _lock_cases():
+    import socket
+    import time
+
+    host, now = socket.gethostname(), time.time()
+    # (id, holder fields or None for an unreadable file, lock-file age in s, taken over?, needles)
+    return [
+        ("live process of this host", dict(host=host, pid=1, started=now - 60, heartbeat=now), 0, False,
+         [f"host {host}", "pid 1", "started 20", "in use by another training run"]),
+        ("ended process of this host", dict(host=host, pid="ENDED", started=now - 60, heartbeat=now), 0, True,
+         ["has ended"]),
+        ("another host, recent heartbeat", dict(host="tpu-vm-7", pid=4242, started=now - 60, heartbeat=now - 20),
+         0, False, ["host tpu-vm-7", "pid 4242"]),
+        ("another host, silent", dict(host="tpu-vm-7", pid=4242, started=now - 900, heartbeat=now - 600), 0, True,
+         ["no heartbeat for 600 s", "host tpu-vm-7"]),
+        ("unreadable, fresh", None, 0, False, ["an unknown process"]),
+        ("unreadable, old", None, 600, True, ["unreadable lock file"]),
+    ]
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    import pytest
+
+    from effnet_tf.storage.run_lock import RunLock, RunLockedError
+
+    for name, holder, age, taken, needles in _lock_cases():
+        directory = tmp_path / name.replace(" ", "_").replace(",", "")
+        directory.mkdir()
+        if holder and holder["pid"] == "ENDED":
+            holder["pid"] = _ended_pid()
+        path = _lock_file(directory, **(holder or {}))
+        if age:
+            os.utime(path, (path.stat().st_atime - age, path.stat().st_mtime - age))
+        said = []
+        lock = RunLock(str(directory), say=said.append)
+        if taken:
+            with lock:
+                record = json.loads(path.read_text())
+                assert record["pid"] == os.getpid(), name
+                assert len(said) == 1 and "Taking over the stale run lock" in said[0], (name, said)
+                for needle in needles:
+                    assert needle in said[0], (name, needle, said)
+            assert not path.exists(), name  # released
+        else:
+            before = path.read_text()
+            with pytest.raises(RunLockedError) as raised:
+                lock.acquire()
+            message = str(raised.value)
+            assert "\n" not in message and str(path) in message, message
+            for needle in needles:
+                assert needle in message, (name, needle, message)
+            assert path.read_text() == before and not said, name  # untouched
+
+
+def test_run_lock_is_exclusive_reentrant_and_beats(tmp_path):
+    import time
+
+    from effnet_tf.storage.run_lock import RunLock
+
+    path = tmp_path / "run.lock"
+    lock = RunLock(str(tmp_path), heartbeat_s=0.05)
+    with lock:
+        first = json.loads(path.read_text())
+        assert first["pid"] == os.getpid() and first["host"] and first["started"] <= first["heartbeat"]
+        time.sleep(0.4)
+        assert json.loads(path.read_text())["heartbeat"] > first["heartbeat"]  # the heartbeat thread
+        with RunLock(str(tmp_path)):  # this same process again: re-entrant
+            pass
+        assert path.exists()  # the inner release leaves the outer's lock
+        with lock:
+            pass
+        assert path.exists()
+    assert not path.exists()
+
+
+def test_a_second_trainer_on_a_locked_run_stops_naming_the_holder(trained, tmp_path):
+    """The CLI end (a live holder of this host: pid 1). Nothing in the run changes."""
+    import socket
+
+    run = copy_of(trained, tmp_path, "run")
+    _lock_file(run, host=socket.gethostname(), pid=1, started=1.7e9, heartbeat=__import__("time").time())
+    before = digest(run)
+    code, out, err = run_cli("--params_override=train.epochs=3", f"--model_dir={run}")
+    assert code == 2, out + err
+    lines = _effnet_lines(err)
+    assert len(lines) == 1 and "is in use by another training run" in lines[0] and "pid 1" in lines[0], err
+    assert digest(run) == before
+    assert not (trained / "run.lock").exists()  # a finished run leaves no lock
+
+
+# Read-only use -------------------------------------------------------------------------------------
+
+def test_eval_and_export_work_on_a_run_directory_they_cannot_write(trained, tmp_path, monkeypatch):
+    """chmod makes the copy read-only; as root (where chmod does not bite) every write of the
+    storage layer below the run raises EACCES as a read-only mount would."""
+    import errno
+    import stat
+
+    from effnet_tf.storage import paths
+
+    run = copy_of(trained, tmp_path, "run")
+    before = digest(run)
+    if os.geteuid() == 0:
+        for name in ("append_line", "write_text", "makedirs", "remove", "rename"):
+            original = getattr(paths, name)
+
+            def refused(path, *args, _original=original, **kwargs):
+                if str(path).startswith(str(run)):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(path))
+                return _original(path, *args, **kwargs)
+
+            monkeypatch.setattr(paths, name, refused)
+    else:
+        for root, dirs, files in os.walk(run):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), stat.S_IREAD | (stat.S_IEXEC if name in dirs else 0))
+        os.chmod(run, stat.S_IREAD | stat.S_IEXEC)
+    try:
+        code, out, err = run_cli("--mode=eval", f"--model_dir={run}")
+        assert code == 0, out + err
+        assert "Eval of" in out and "top-1" in out
+        warning = [line for line in out.splitlines() if line.startswith("effnet-train: warning:")]
+        assert len(warning) == 1 and "progress.jsonl" in warning[0] and "skipped" in warning[0], out
+        code, out, err = run_cli("--mode=export", f"--model_dir={run}", f"--export_dir={tmp_path}/served")
+        assert code == 0, out + err
+        assert (tmp_path / "served" / "saved_model" / "saved_model.pb").exists()
+        code, out, err = run_cli("--params_override=train.epochs=3", f"--model_dir={run}")
+        line = _effnet_lines(err)[0]  # training needs to write: it stops up front, naming the directory
+        assert code == 2 and str(run) in line and "Permission denied" in line, err
+    finally:
+        os.chmod(run, 0o755)
+        for root, dirs, files in os.walk(run):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o755)
+    assert digest(run) == before

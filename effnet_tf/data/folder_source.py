@@ -1,40 +1,92 @@
-"""Image folders: one sub-folder of JPEG/PNG files per class.
+"""Image folders: one sub-folder of images per class.
 
 Either ``root/<class>/*.jpg`` (a stable hash of each file's path assigns
 ``validation_fraction`` of every class to the validation split), or ``root/train/<class>/...``
 with ``root/validation/<class>/...`` (also accepted: ``val/``, ``valid/``). Class names are
 the sorted train sub-folder names; label i is ``class_names[i]``.
+
+Every format that ``tf.io.decode_image`` reads in TensorFlow 2.21 is an image: JPEG, PNG, GIF
+(its first frame), BMP, WebP and JPEG XL. Everything else is ignored and *reported*
+(``scan_report()``: files used per split, files ignored and why), as are hidden files, files
+beside the class folders and folders nested inside a class folder.
+
+EXIF orientation is not applied, here or in the exported serving signature (TensorFlow's
+decoders ignore it, as do keras.utils.image_dataset_from_directory and PIL-based loaders): a
+phone photo stored sideways trains and serves sideways, consistently. The scan samples the
+JPEGs' EXIF headers and says how many are stored rotated, with the fix (rotate the files once).
 """
 from __future__ import annotations
 
 import os
 import zlib
+from collections import defaultdict
 from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
+from effnet_tf.data.exif import EXIF_SAMPLE, rotated_fraction
+from effnet_tf.data.image_formats import IMAGE_EXTENSIONS
 from effnet_tf.data.sources import TRAIN, VALIDATION, Source, shard_for_pipeline, shuffle_cache
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _VALIDATION_DIRS = ("validation", "val", "valid")
 
 
-def _subdirs(path: str) -> List[str]:
-    names = [n.rstrip("/") for n in tf.io.gfile.listdir(path)]
-    return sorted(n for n in names if not n.startswith(".")
-                  and tf.io.gfile.isdir(os.path.join(path, n)))
+class _Ignored:
+    """Files the scan skipped, by reason (for the report)."""
+
+    def __init__(self):
+        self.by_reason: Dict[str, List[str]] = defaultdict(list)
+
+    def add(self, reason: str, path: str) -> None:
+        self.by_reason[reason].append(path)
+
+    def summary(self, root: str, shown: int = 3) -> List[str]:
+        lines = []
+        for reason, found in sorted(self.by_reason.items()):
+            names = [os.path.relpath(p, root) if not p.startswith(("gs://", "s3://")) else p for p in found]
+            more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+            lines.append(f"{len(found)} {reason} ({', '.join(names[:shown])}{more})")
+        return lines
 
 
-def _images(path: str) -> List[str]:
-    names = [n for n in tf.io.gfile.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
-             and not n.startswith(".")]
-    return sorted(os.path.join(path, n) for n in names)
+def _listing(path: str) -> Tuple[List[str], List[str]]:
+    """(sub-folder names, file names) of ``path``, sorted."""
+    folders, files = [], []
+    for name in tf.io.gfile.listdir(path):
+        bare = name.rstrip("/")
+        (folders if name.endswith("/") or tf.io.gfile.isdir(os.path.join(path, bare)) else files).append(bare)
+    return sorted(folders), sorted(files)
 
 
-def _scan(root: str, class_names: List[str]) -> Dict[str, List[str]]:
+def _subdirs(path: str, ignored: _Ignored = None, beside: str = "the class folders") -> List[str]:
+    folders, files = _listing(path)
+    if ignored is not None:
+        for name in files:
+            ignored.add(f"file(s) beside {beside}", os.path.join(path, name))
+    return [n for n in folders if not n.startswith(".")]
+
+
+def _images(path: str, ignored: _Ignored) -> List[str]:
+    folders, files = _listing(path)
+    images = []
+    for name in files:
+        full = os.path.join(path, name)
+        if name.startswith("."):
+            ignored.add("hidden file(s)", full)
+        elif not name.lower().endswith(IMAGE_EXTENSIONS):
+            extension = os.path.splitext(name)[1].lower() or "(no extension)"
+            ignored.add(f"file(s) that are not images ({extension})", full)
+        else:
+            images.append(full)
+    for name in folders:
+        ignored.add("folder(s) nested in a class folder (not read)", os.path.join(path, name))
+    return images
+
+
+def _scan(root: str, class_names: List[str], ignored: _Ignored) -> Dict[str, List[str]]:
     files = {}
     for name in class_names:
-        images = _images(os.path.join(root, name))
+        images = _images(os.path.join(root, name), ignored)
         if not images:
             raise ValueError(
                 f"folder: class folder {os.path.join(root, name)!r} contains no images "
@@ -61,29 +113,35 @@ class FolderSource(Source):
             raise ValueError(
                 f"folder: validation_fraction must be in [0, 1), got {validation_fraction!r}")
         self.directory = directory
+        self._ignored = ignored = _Ignored()
         top = _subdirs(directory)
         split_dirs = "train" in top
+        if split_dirs:
+            _subdirs(directory, ignored, beside="train/ and validation/")
+            for name in top:
+                if name not in ("train",) + _VALIDATION_DIRS:
+                    ignored.add("folder(s) beside train/ and validation/ (not read)", os.path.join(directory, name))
         train_root = os.path.join(directory, "train") if split_dirs else directory
-        class_names = _subdirs(train_root)
+        class_names = _subdirs(train_root, ignored)
         if len(class_names) < 2:
             raise ValueError(
                 f"folder: {train_root!r} has {len(class_names)} class sub-folder(s) "
                 f"{class_names}; need at least 2 (one sub-folder of images per class)")
         super().__init__(f"folder:{directory}", len(class_names), class_names)
-        train = _scan(train_root, class_names)
+        train = _scan(train_root, class_names, ignored)
         self._split_files: Dict[str, List[Tuple[str, int]]] = {}
         if split_dirs:
             self._split_files[TRAIN] = [(f, i) for i, c in enumerate(class_names) for f in train[c]]
             val_name = next((d for d in _VALIDATION_DIRS if d in top), None)
             if val_name is not None:
                 val_root = os.path.join(directory, val_name)
-                val_classes = _subdirs(val_root)
+                val_classes = _subdirs(val_root, ignored)
                 unknown = sorted(set(val_classes) - set(class_names))
                 if unknown:
                     raise ValueError(
                         f"folder: {val_root!r} has classes {unknown} that are not in "
                         f"{train_root!r} (known classes: {class_names})")
-                val = _scan(val_root, val_classes)
+                val = _scan(val_root, val_classes, ignored)
                 self._split_files[VALIDATION] = [
                     (f, class_names.index(c)) for c in val_classes for f in val[c]]
         else:
@@ -98,6 +156,23 @@ class FolderSource(Source):
                 self._split_files[TRAIN] += [(f, i) for f in sorted(ranked[k:])]
             if held_out:
                 self._split_files[VALIDATION] = held_out
+
+    def scan_report(self) -> List[str]:
+        """Console lines: the files used per split, those ignored and why, and how many sampled
+        JPEGs are stored rotated (EXIF orientation, not applied)."""
+        used = ", ".join(f"{split} {len(files):,}" for split, files in self._split_files.items())
+        lines = [f"Folder {self.directory}: {self.num_classes} classes; images used: {used}"]
+        ignored = self._ignored.summary(self.directory)
+        if ignored:
+            lines.append("Folder: ignored " + "; ".join(ignored))
+        jpegs = [f for files in self._split_files.values() for f, _ in files
+                 if f.lower().endswith((".jpg", ".jpeg"))]
+        rotated, sampled = rotated_fraction(jpegs[:: max(1, len(jpegs) // EXIF_SAMPLE)][:EXIF_SAMPLE])
+        if rotated:
+            lines.append(f"Folder: {rotated} of {sampled} sampled JPEGs are stored rotated (EXIF orientation); it is "
+                         "not applied in training or serving, so they are used as stored. To use them upright, "
+                         "rotate the files once (e.g. `exiftran -ai *.jpg`, or PIL.ImageOps.exif_transpose).")
+        return lines
 
     @property
     def splits(self):

@@ -22,7 +22,7 @@ def get_source(spec: str, **kwargs) -> Source:
       ``data_dir=`` (local or ``gs://``) selects where it is prepared.
     * ``"tfrecord:DIR"``: ImageNet-style TFRecord shards in ``DIR`` (``train_pattern``,
       ``validation_pattern``, ``num_classes``, ``label_offset``).
-    * ``"folder:DIR"``: one sub-folder of JPEG/PNG files per class (optionally below
+    * ``"folder:DIR"``: one sub-folder of image files per class (optionally below
       ``train/`` and ``validation/``).
     """
     if not isinstance(spec, str) or not spec:

@@ -26,7 +26,7 @@ VALIDATION = "validation"
 class Source(abc.ABC):
     """Base class of the data sources (synthetic, TFDS, TFRecord shards, image folders)."""
 
-    #: True when ``decode_record(...)["image"]`` is encoded bytes (JPEG/PNG), False for uint8.
+    #: True when ``decode_record(...)["image"]`` is encoded bytes (JPEG, PNG, ...), False for uint8.
     encoded: bool = True
     #: Fraction of the record's ``bbox`` that a random training crop must keep.
     min_object_covered: float = 0.1

@@ -46,15 +46,26 @@ def remove_leftovers(target: str) -> list:
     return found
 
 
+class ExportCancelled(RuntimeError):
+    """The export was cancelled (a termination signal) before it was moved onto its target."""
+
+
+def check_cancel(cancel, target: str) -> None:
+    """Raises ``ExportCancelled`` when ``cancel`` (a ``threading.Event`` or None) is set."""
+    if cancel is not None and cancel.is_set():
+        raise ExportCancelled(f"export to {target} cancelled; nothing was written there.")
+
+
 @contextlib.contextmanager
-def atomic_output(target: str, overwrite: bool = False, suffix: str = "") -> Iterator[str]:
+def atomic_output(target: str, overwrite: bool = False, suffix: str = "", cancel=None) -> Iterator[str]:
     """Yields a temporary path to write; moves it onto ``target`` when the block succeeds.
 
     The caller creates a file or a directory at the yielded path. An existing ``target`` is
     refused (``FileExistsError``) unless ``overwrite``; with ``overwrite`` the old target is
     moved aside first and deleted only after the new one is in place, so the window in which
     ``target`` is missing is two renames long. ``suffix`` ends the temporary name (Keras
-    wants ``.keras`` on the files it writes).
+    wants ``.keras`` on the files it writes). ``cancel`` (a ``threading.Event``), when set by
+    the time the block ends, drops the work instead of moving it onto ``target``.
     """
     target = str(target).rstrip("/") if paths.is_remote(target) else os.path.abspath(str(target))
     check_target(target, overwrite)
@@ -65,6 +76,7 @@ def atomic_output(target: str, overwrite: bool = False, suffix: str = "") -> Ite
     temporary = f"{target}.tmp-{token}{suffix}"
     try:
         yield temporary
+        check_cancel(cancel, target)
         if not paths.exists(temporary):
             raise RuntimeError(f"Export wrote nothing at {temporary!r}.")
         previous = None

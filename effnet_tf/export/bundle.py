@@ -22,7 +22,7 @@ import tensorflow as tf
 from effnet_tf.config.schema import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
 from effnet_tf.data.preprocessing import check_crop_fraction, official_crop_fraction
 from effnet_tf.export import prepare
-from effnet_tf.export.atomic import atomic_output
+from effnet_tf.export.atomic import atomic_output, check_cancel
 from effnet_tf.export.keras_file import write_keras
 from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES, TFLITE_FORMATS
 from effnet_tf.export.saved_model import write_saved_model
@@ -33,7 +33,7 @@ from effnet_tf.storage.paths import join
 
 INPUT_NOTE = (
     "Models take RGB pixels in 0..255 (uint8 or float) and normalize them inside; do not scale "
-    "or normalize on the client. serving_default takes encoded JPEG/PNG bytes and applies the "
+    "or normalize on the client. serving_default takes encoded image bytes (JPEG, PNG, GIF, BMP, WebP, JPEG XL) and applies the "
     "evaluation preprocessing (the central crop_fraction of the shorter side, 1 = the whole image, "
     "resized to image_size). predict_pixels / predict_pixels_uint8 and the TFLite files take "
     "pixels as they are (TFLite: float32 [1, image_size, image_size, 3]; model_int8.tflite: uint8 "
@@ -111,6 +111,7 @@ def export_all(
     options: Optional[tf.saved_model.SaveOptions] = None,
     calibration_images: Optional[Iterable] = None,
     crop_fraction: Optional[float] = None,
+    cancel=None,
 ) -> str:
     """Writes ``formats`` of ``model`` (its current weights) and ``metadata.json`` to ``export_dir``.
 
@@ -120,7 +121,9 @@ def export_all(
     directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
     or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys
     to ``metadata.json`` (e.g. the checkpoint). Other arguments (``crop_fraction`` too: recorded in
-    ``metadata.json``) as ``export_saved_model``.
+    ``metadata.json``) as ``export_saved_model``. ``cancel`` (a ``threading.Event``, set by a
+    termination signal) stops the export between formats, and before the final rename at the
+    latest, with ``ExportCancelled``: nothing appears at ``export_dir``.
     Returns ``export_dir``.
     """
     formats = _check_formats(formats)
@@ -130,17 +133,19 @@ def export_all(
         check_quantize(quantize, calibration_images)
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     files: Dict[str, str] = {}
-    with atomic_output(export_dir, overwrite=overwrite) as temporary:
+    with atomic_output(export_dir, overwrite=overwrite, cancel=cancel) as temporary:
         tf.io.gfile.makedirs(temporary)
         if "saved_model" in formats:
             write_saved_model(serving_model, join(temporary, SAVED_MODEL_DIR), image_size=image_size,
                               class_names=class_names, top_k=top_k, options=options, crop_fraction=crop_fraction)
             files["saved_model"] = SAVED_MODEL_DIR
+        check_cancel(cancel, export_dir)
         if "keras" in formats:
             write_keras(serving_model, join(temporary, KERAS_FILE))
             files["keras"] = KERAS_FILE
         extra = dict(metadata or {})
         for quantize in quantizations:
+            check_cancel(cancel, export_dir)
             flatbuffer = convert_tflite(serving_model, image_size, quantize, calibration_images)
             with tf.io.gfile.GFile(join(temporary, TFLITE_FILES[quantize]), "wb") as handle:
                 handle.write(flatbuffer)

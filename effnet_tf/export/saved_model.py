@@ -49,7 +49,7 @@ def export_saved_model(
 ) -> str:
     """Exports ``model`` (its current weights) as a SavedModel directory at ``export_dir``.
 
-    Signatures: ``serving_default`` (``image_bytes``: encoded JPEG/PNG strings [N], decoded and
+    Signatures: ``serving_default`` (``image_bytes``: encoded image strings (JPEG, PNG, GIF, BMP, WebP, JPEG XL) [N], decoded and
     centrally cropped/resized to ``image_size`` as in evaluation), ``predict_pixels`` (float32)
     and ``predict_pixels_uint8`` (``pixels`` [N, H, W, 3], 0..255, any size). Each returns
     ``probabilities``, ``top_k_indices``, ``top_k_scores`` and ``top_k_labels``.

@@ -1,6 +1,6 @@
 """The serving functions of an exported classifier: what a client sends in, what it gets back.
 
-``serving_default`` takes a batch of encoded JPEG/PNG strings (``image_bytes``, shape [N]),
+``serving_default`` takes a batch of encoded image strings (JPEG, PNG, GIF, BMP, WebP, JPEG XL) (``image_bytes``, shape [N]),
 checks each one's magic bytes (so a bad element is named in the error), decodes it and applies
 the input pipeline's own evaluation preprocessing (``effnet_tf.data.preprocessing.
 preprocess_eval``: the run's central crop, ``crop_fraction`` of the shorter side -- by default
@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from effnet_tf.data.image_formats import FORMAT_NAMES, is_image_tensor, looks_like_image  # noqa: F401
+
 SERVING_DEFAULT = "serving_default"
 PREDICT_PIXELS = "predict_pixels"
 PREDICT_PIXELS_UINT8 = "predict_pixels_uint8"
@@ -29,17 +31,10 @@ IMAGE_BYTES = "image_bytes"
 PIXELS = "pixels"
 OUTPUTS = ("probabilities", "top_k_indices", "top_k_scores", "top_k_labels")
 
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Model heads and what their outputs are.
 _LOGITS_ACTIVATIONS = (None, "linear")
 _SCORE_ACTIVATIONS = ("softmax", "sigmoid")
-
-
-def looks_like_image(data: bytes) -> bool:
-    """True when ``data`` starts like a JPEG or PNG file (the check the serving graph makes)."""
-    return data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)
 
 
 def head_activation(model: keras.Model) -> Optional[str]:
@@ -97,23 +92,20 @@ def check_pixels(pixels):
 
 
 def _check_one_image(index, encoded):
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, len(JPEG_MAGIC)), JPEG_MAGIC)
-    is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_MAGIC)), PNG_MAGIC)
     message = tf.strings.format(
-        "element {} of image_bytes is not a JPEG or PNG image (it must start with the bytes "
-        "FF D8 FF or 89 50 4E 47 0D 0A 1A 0A; it is {} bytes long)",
-        (index, tf.strings.length(encoded)))
-    return _checked(encoded, tf.logical_or(is_jpeg, is_png), message)
+        "element {} of image_bytes is not an image in a format the model reads (" + FORMAT_NAMES + ", "
+        "told apart by their first bytes; it is {} bytes long)", (index, tf.strings.length(encoded)))
+    return _checked(encoded, is_image_tensor(encoded), message)
 
 
 def decode_images(image_bytes, image_size: int, crop_fraction=None):
-    """Encoded JPEG/PNG strings [N] -> uint8 [N, size, size, 3] with the eval preprocessing
+    """Encoded image strings [N] -> uint8 [N, size, size, 3] with the eval preprocessing
     (``crop_fraction`` as ``preprocess_eval``)."""
     from effnet_tf.data.preprocessing import preprocess_eval
 
     has_rank, _ = _shape_check(image_bytes, 1)
     message = tf.strings.format(
-        "image_bytes must be a 1-D batch [N] of encoded JPEG/PNG strings, got shape {}",
+        "image_bytes must be a 1-D batch [N] of encoded image strings, got shape {}",
         tf.shape(image_bytes), summarize=-1)
     image_bytes = tf.ensure_shape(_checked(image_bytes, has_rank, message), [None])
 

@@ -11,21 +11,24 @@ run directory, a training loop and an export meet.
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
 from effnet_tf.config.schema import MODES, ExperimentConfig
 from effnet_tf.data.from_config import open_source
+from effnet_tf.export.atomic import ExportCancelled, remove_leftovers
 from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
 from effnet_tf.run.failures import op_error_text
 from effnet_tf.run.restore import export_calibration
 from effnet_tf.storage import paths
+from effnet_tf.storage.run_lock import RunLock
 from effnet_tf.training.health import plan_warnings
 from effnet_tf.training.loop import CheckpointMismatchError, TrainingLoop
 from effnet_tf.training.optimizer import ema_weights
 from effnet_tf.training.plan import Plan, make_plan
-from effnet_tf.training.preemption import PreemptionWatcher
+from effnet_tf.training.preemption import Interrupted, Preempted, PreemptionWatcher
 from effnet_tf.training.strategy import create_strategy, is_tpu_strategy, worker_role
 from effnet_tf.training.task import build_components
 
@@ -54,6 +57,8 @@ class Driver:
         self.source = open_source(config.data)
         for split in (config.data.train_split, config.data.eval_split):  # now, not after hours of training
             self.source.check_split(split)
+        for line in getattr(self.source, "scan_report", list)():  # what a folder source used and ignored
+            self.say(line)
         self.plan: Plan = make_plan(
             config, num_classes=getattr(self.source, "num_classes", None),
             train_examples=self.source.num_examples(config.data.train_split),
@@ -101,12 +106,14 @@ class Driver:
         if self.plan.run_dir is None:
             raise ValueError("runtime.model_dir (--model_dir) is required for training.")
         evaluate = c.runtime.mode == "train_and_eval" if evaluate is None else evaluate
-        with PreemptionWatcher(self.strategy, self.role, say=self.say_as_worker) as preemption:
+        self.plan.run_dir.create()
+        # The writer locks the run directory before it writes anything (one trainer per model_dir).
+        lock = RunLock(self.plan.run_dir.root, say=self.say) if self.plan.run_dir.writer else nullcontext()
+        with lock, PreemptionWatcher(self.strategy, self.role, say=self.say_as_worker) as preemption:
             return self._train(evaluate, preemption)
 
     def _train(self, evaluate: bool, preemption: PreemptionWatcher) -> Dict[str, Any]:
         plan, c, run_dir = self.plan, self.config, self.plan.run_dir
-        run_dir.create()
         self._check_checkpoints_fit()
         for stale in self.loop.checkpoint.remove_stale_temporaries():
             self.say(f"Removed {stale}: a checkpoint save that a killed process left unfinished.")
@@ -115,7 +122,7 @@ class Driver:
         if start_step >= plan.total_steps:
             self.say(f"Training already complete in {run_dir.root}: global step {start_step} of "
                      f"{plan.total_steps} ({plan.epochs} epochs). Nothing to train.")
-            return self._finish(evaluate, already_complete=True)
+            return self._finish(evaluate, preemption, already_complete=True)
 
         from effnet_tf.config.io import to_yaml
 
@@ -152,7 +159,7 @@ class Driver:
         except tf.errors.OpError as error:
             self._name_unreadable_shard(error)
             raise
-        return self._finish(evaluate)
+        return self._finish(evaluate, preemption)
 
     def _name_unreadable_shard(self, error: tf.errors.OpError) -> None:
         """A read error inside the pipeline does not say which file: find it, when that is cheap."""
@@ -179,7 +186,8 @@ class Driver:
                 f"model_dir {run_dir.root} holds checkpoints of another model ({'; '.join(changes)}, from its "
                 "config.yaml to this run): use a new --model_dir, or the original settings.")
 
-    def _finish(self, evaluate: bool, already_complete: bool = False) -> Dict[str, Any]:
+    def _finish(self, evaluate: bool, preemption: PreemptionWatcher,
+                already_complete: bool = False) -> Dict[str, Any]:
         plan, c, loop = self.plan, self.config, self.loop
         results: Dict[str, Any] = {
             "epochs": loop.global_step // plan.steps_per_epoch,
@@ -195,7 +203,8 @@ class Driver:
             results["eval"] = loop.last_eval if (evaluated_last and not already_complete) else loop.evaluate()
         if c.export.enabled and plan.export_dir:
             finished = paths.exists(paths.join(plan.export_dir, SAVED_MODEL_DIR, "saved_model.pb"))
-            results["saved_model"] = plan.export_dir if (already_complete and finished) else self.export()
+            results["saved_model"] = (plan.export_dir if (already_complete and finished)
+                                      else self._export_unless_preempted(preemption))
         self._record(dict(event="run_end", **{k: v for k, v in results.items() if k != "eval"},
                           **{f"eval_{k}": v for k, v in (results.get("eval") or {}).items()}))
         self._print_summary(results)
@@ -223,10 +232,32 @@ class Driver:
                          "(and .keras/TFLite beside it)")
         self.say("\n".join(lines))
 
-    def export(self, overwrite: bool = True) -> Optional[str]:
+    def _export_unless_preempted(self, preemption: PreemptionWatcher) -> Optional[str]:
+        """The end-of-run export, abandoned within a poll interval when a termination signal
+        arrives (a 30-s preemption notice is shorter than a large model's export): nothing lands
+        at the target, the run ends preempted, and the same command exports without training."""
+        def preempted() -> Preempted:
+            return Preempted(self.loop.global_step, self.loop.checkpoint.latest, preemption.signal_name, message=(
+                f"{preemption.signal_name} during the export: abandoned it, nothing was written to "
+                f"{self.plan.export_dir}. Training is complete (global step {self.loop.global_step}, checkpoint "
+                f"{self.loop.checkpoint.latest}): run the same command again to export without training."))
+
+        if preemption.requested:  # during the final evaluation
+            raise preempted()
+        preemption.exporting = True
+        try:
+            return preemption.run_unless_signalled(lambda: self.export(cancel=preemption.event), "export")
+        except (Interrupted, ExportCancelled):
+            if self.role.is_chief:  # the abandoned thread's temporary directory (the process ends now)
+                remove_leftovers(self.plan.export_dir)
+            raise preempted() from None
+        finally:
+            preemption.exporting = False
+
+    def export(self, overwrite: bool = True, cancel=None) -> Optional[str]:
         """Writes ``export.formats`` of the current (EMA, if configured) weights to ``export.dir``
         at the plan's eval size, atomically. The end-of-training export replaces an earlier one;
-        ``--mode=export`` passes ``export.overwrite``."""
+        ``--mode=export`` passes ``export.overwrite``; ``cancel`` as ``export_all``."""
         plan, c = self.plan, self.config
         if not plan.export_dir:
             return None
@@ -236,6 +267,7 @@ class Driver:
         # chief's export is kept: the others write to a temporary directory and delete it.
         target = plan.export_dir if self.role.is_chief else tempfile.mkdtemp(prefix="effnet_export_worker_")
         calibration = export_calibration(c, c.export.formats, plan.eval_size, self.source)
+        self.say(f"Exporting {', '.join(c.export.formats)} ({plan.eval_size} px) to {plan.export_dir} ...")
         try:
             with ema_weights(self.model, enabled=c.export.use_ema):
                 export_all(
@@ -243,7 +275,7 @@ class Driver:
                     formats=tuple(c.export.formats), image_size=plan.eval_size,
                     class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
                     metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
-                    calibration_images=calibration, crop_fraction=c.data.eval_crop_fraction,
+                    calibration_images=calibration, crop_fraction=c.data.eval_crop_fraction, cancel=cancel,
                 )
         finally:
             if not self.role.is_chief:

@@ -9,7 +9,7 @@ is exported on the fly (EMA weights) into a temporary directory. Serving a Saved
 TensorFlow only (``tf.saved_model.load``); the images go through the model's own
 ``serving_default`` signature (decode, central crop/resize at the eval size).
 
-Files that are not JPEG/PNG, or that fail to decode, are reported per file; the others are
+Files that are not images (JPEG, PNG, GIF, BMP, WebP, JPEG XL), or that fail to decode, are reported per file; the others are
 still classified. Exit status: 0 all classified, 1 some files failed, 2 usage/model errors.
 """
 
@@ -29,11 +29,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from effnet_tf.export.layout import METADATA_FILE, SAVED_MODEL_DIR  # noqa: E402
-from effnet_tf.export.signatures import looks_like_image  # noqa: E402  (TF only; no model code)
+from effnet_tf.data.image_formats import FORMAT_NAMES, IMAGE_EXTENSIONS, looks_like_image  # noqa: E402  (TF only)
 from effnet_tf.storage.paths import join  # noqa: E402
 from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
@@ -94,7 +93,7 @@ def _warn_if_stale(run_dir: RunDirectory, saved_model_dir: str) -> None:
 
 
 def collect_files(paths: Sequence[str]) -> List[str]:
-    """Image files named on the command line; folders contribute their JPEG/PNG files (recursively, sorted)."""
+    """Image files named on the command line; folders contribute their image files (recursively, sorted)."""
     files: List[str] = []
     for path in paths:
         if tf.io.gfile.isdir(path):
@@ -175,7 +174,7 @@ def predict_files(predictor: Predictor, files: Sequence[str], top_k: int, batch_
         if looks_like_image(data):
             good.append((path, data))
         else:
-            results[path] = {"file": path, "error": "not a JPEG or PNG image"}
+            results[path] = {"file": path, "error": f"not an image ({FORMAT_NAMES})"}
     for start in range(0, len(good), batch_size):
         batch = good[start:start + batch_size]
         try:
@@ -212,7 +211,7 @@ def format_text(results: Sequence[Dict]) -> str:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="effnet-predict",
-        description="Classify JPEG/PNG images with an exported effnet_tf model (top-k class names and scores).")
+        description="Classify images (JPEG, PNG, GIF, BMP, WebP, JPEG XL) with an exported effnet_tf model (top-k class names and scores).")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--model", required=True,
                         help="SavedModel dir, export dir (with saved_model/), or training model_dir")

@@ -42,6 +42,16 @@ def exists(path: str) -> bool:
     return tf.io.gfile.exists(path) if is_remote(path) else os.path.lexists(path)
 
 
+def mtime(path: str):
+    """Last-modified time in seconds since the epoch, or None when ``path`` is missing."""
+    try:
+        if is_remote(path):
+            return tf.io.gfile.stat(path).mtime_nsec / 1e9
+        return os.path.getmtime(path)
+    except (OSError, tf.errors.OpError):
+        return None
+
+
 def makedirs(path: str) -> None:
     tf.io.gfile.makedirs(path)
 

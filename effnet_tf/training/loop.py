@@ -81,6 +81,7 @@ class TrainingLoop:
         self.progress = components.progress
         self.checkpoint = components.checkpoint
         self.say = say
+        self._records_unwritable = False
         self.train_cache = TrainFunctionCache(self.model, jit_compile=plan.jit_compile)
         self.test_cache = TestFunctionCache(self.model)
         self.last_eval: Optional[Dict[str, float]] = None  # the latest evaluation during training
@@ -97,8 +98,17 @@ class TrainingLoop:
         return self.progress.global_step
 
     def record(self, record: dict) -> None:
-        if self.plan.run_dir is not None:
+        """Appends to progress.jsonl; a run directory this process cannot write (``--mode=eval``
+        on a read-only copy) skips its records with one warning instead of failing the run."""
+        if self.plan.run_dir is None or self._records_unwritable:
+            return
+        try:
             self.plan.run_dir.record(record)
+        except (OSError, tf.errors.OpError) as error:
+            self._records_unwritable = True
+            reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+            self.say(f"effnet-train: warning: cannot write {self.plan.run_dir.progress_file} ({reason}); "
+                     "progress records of this run are skipped.")
 
     # -----------------------------------------------------------------------------------------
     # Checkpoints

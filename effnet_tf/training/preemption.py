@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -32,12 +32,31 @@ from effnet_tf.training.strategy import WorkerRole
 class Preempted(Exception):
     """Training stopped on a termination signal after a checkpoint at a step boundary."""
 
-    def __init__(self, global_step: int, checkpoint: Optional[str], signal_name: str = "SIGTERM received"):
+    def __init__(self, global_step: int, checkpoint: Optional[str], signal_name: str = "SIGTERM received",
+                 message: Optional[str] = None):
         self.global_step = int(global_step)
         self.checkpoint = checkpoint
         self.signal_name = signal_name
-        super().__init__(f"{signal_name}: stopped at global step {global_step} with checkpoint "
-                         f"{checkpoint}; run the same command again to resume from it.")
+        super().__init__(message or f"{signal_name}: stopped at global step {global_step} with checkpoint "
+                                    f"{checkpoint}; run the same command again to resume from it.")
+
+
+# Background work abandoned on a signal (an export): the process must not wait for it at exit.
+_abandoned: List[threading.Thread] = []
+
+
+def abandoned_work_running() -> bool:
+    """True while work abandoned on a signal still runs in a background thread (``effnet-train``
+    then ends the process at once instead of waiting for it)."""
+    return any(thread.is_alive() for thread in _abandoned)
+
+
+class Interrupted(Exception):
+    """A signal arrived while ``PreemptionWatcher.run_unless_signalled`` waited for ``work``."""
+
+    def __init__(self, signal_name: str, work: str):
+        self.signal_name, self.work = signal_name, work
+        super().__init__(f"{signal_name} during the {work}")
 
 
 class PreemptionWatcher:
@@ -56,6 +75,7 @@ class PreemptionWatcher:
         self._received: Optional[str] = None
         self._previous = {}
         self._any_worker = None
+        self.exporting = False  # set during the end-of-run export: a signal abandons it
 
     # Signal handling -------------------------------------------------------------------------
 
@@ -66,7 +86,11 @@ class PreemptionWatcher:
             return
         self._received = f"{name} received"
         self._event.set()
-        self.say(f"effnet-train: {name} received: saving a checkpoint at the next step boundary, then stopping.")
+        if self.exporting:
+            self.say(f"effnet-train: {name} received: abandoning the export (training is complete and "
+                     "checkpointed), then stopping.")
+        else:
+            self.say(f"effnet-train: {name} received: saving a checkpoint at the next step boundary, then stopping.")
 
     def __enter__(self) -> "PreemptionWatcher":
         if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
@@ -79,6 +103,34 @@ class PreemptionWatcher:
             signal.signal(signum, previous)
         self._previous.clear()
         return False
+
+    @property
+    def event(self) -> threading.Event:
+        """Set when a signal arrives (work in other threads polls it)."""
+        return self._event
+
+    def run_unless_signalled(self, work: Callable[[], Any], name: str, poll_s: float = 0.1) -> Any:
+        """Runs ``work()`` in a background thread and returns its result; when a signal arrives
+        first, returns at once by raising ``Interrupted`` and leaves the thread to notice
+        ``event`` (the export checks it before its final rename, so it never lands)."""
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = work()
+            except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
+                outcome["error"] = error
+
+        thread = threading.Thread(target=target, name=f"effnet-{name}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(poll_s)
+            if self.requested and thread.is_alive():
+                _abandoned.append(thread)
+                raise Interrupted(self.signal_name, name)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
     # Decisions ---------------------------------------------------------------------------------
 
