@@ -14,8 +14,9 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.22",
-        # The trainer reaches into Keras internals (optimizer EMA slots, the TF trainer's
-        # reduce_per_replica): pinned to the minor versions the test suite has run on.
+        # The trainer reaches into Keras internals, every one listed with why in
+        # effnet_tf/keras_internals.py (tests/test_keras_internals.py names any a version lacks):
+        # pinned to the minor version the test suite has run on.
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9",
         "absl-py>=1.0",
@@ -25,6 +26,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3.5",  # pytest.ini runs the suite as two processes side by side
             "nbclient>=0.10",
             "nbformat>=5.9",
             "ipykernel>=6",

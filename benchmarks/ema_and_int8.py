@@ -99,7 +99,7 @@ def measure(model_dir: str, calibration_count: int):
     from effnet_tf.export import prepare
     from effnet_tf.export.tflite import convert_tflite
     from effnet_tf.run.restore import restore_from_model_dir
-    from effnet_tf.training.optimizer import ema_weights
+    from effnet_tf.training.ema import ema_weights
 
     model, config, _ = restore_from_model_dir(model_dir)
     source, images, labels = eval_set(config)

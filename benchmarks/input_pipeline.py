@@ -1,7 +1,7 @@
 """Input-pipeline throughput at 224 px: our augmentation vs keras-cv / Keras (prints tables).
 
 Part A -- augmentation alone, on decoded 224-px uint8 images in a tf.data map (how the
-reference numbers in REFERENCE.md were taken): none; RandAugment (2 ops, magnitude 10) ours /
+first measurements of this project were taken): none; RandAugment (2 ops, magnitude 10) ours /
 keras-cv / Keras; MixUp (alpha 0.2) and CutMix (alpha 1.0) on batches, ours / keras-cv / Keras.
 
 Part B -- the whole pipeline from JPEG TFRecords (photo-like JPEGs, ~65 KB, 300-450 x 400-520

@@ -1,6 +1,9 @@
 """effnet_tf: EfficientNet and EfficientNetV2 for TensorFlow / Keras 3, built to train on Cloud TPU.
 
-Layers: blocks → model → data → training → export, each importable on its own.
+Layers, bottom up; each imports only from those below it: ``storage`` and ``keras_internals``;
+``blocks`` → ``model``; ``config`` (reads the model registry); ``data`` (needs no model code);
+``training`` and ``export`` side by side (neither imports the other); ``run`` (the driver, the
+CLI's modes, restoring and exporting a run) on top. docs/architecture.md has the map.
 """
 from effnet_tf.model import (
     EfficientNet,

@@ -124,8 +124,16 @@ def create_driver(flag_values=FLAGS):
 
 
 def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
-    """Runs ``runtime.mode`` of the flags' config; returns the driver's results."""
-    return create_driver(flag_values).run()
+    """Runs ``runtime.mode`` of the flags' config; returns the driver's results. ``--mode=export``
+    needs no strategy, training data or training components: it restores and exports the run."""
+    config = build_config(flag_values)
+    if config.runtime.mode == "export":
+        from effnet_tf.run.restore import export_run_directory
+
+        return {"saved_model": export_run_directory(config)}
+    from effnet_tf.run.driver import Driver
+
+    return Driver(config).run()
 
 
 def _fail(code: int, message: str) -> None:
@@ -155,7 +163,7 @@ def main(argv: Sequence[str]) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
     verbose = FLAGS.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
     try:
-        create_driver(FLAGS).run()
+        run_experiment(FLAGS)
     except (Exception, KeyboardInterrupt) as error:  # one line per failure; the traceback on request
         if isinstance(error, KeyboardInterrupt):
             if sys.stdout.isatty():  # end the progress bar's line, so the message gets its own

@@ -1,4 +1,6 @@
-"""Reference figures from REFERENCE.md, shared by the tests (one place to read them from)."""
+"""Published reference figures, shared by the tests (one place to read them from): parameter
+counts of keras.applications' EfficientNetB0-B7 and EfficientNetV2B0-L (weights=None), and of
+V2-XL from the official tensorflow/tpu code (models/official/efficientnet_v2)."""
 
 # Total parameters (include_top, 1000 classes, BN statistics included); identical in
 # keras.applications (whose V1 models count 7 more values in an input Normalization layer)

@@ -123,7 +123,7 @@ def test_resolve_fills_variant_figures():
     config = config_lib.ExperimentConfig()
     apply_override_string(config, "model.name=efficientnetv2-s,train.global_batch_size=4096,progressive.mode=staged")
     resolved = config_lib.resolve(config, on_tpu=True, num_classes=1000, train_examples=1_281_167)
-    # Figures of EfficientNetV2-S (REFERENCE.md): train 300, eval 384, dropout 0.2, RandAugment 10.
+    # Figures of EfficientNetV2-S (the official effnetv2_configs.py / the V2 paper): train 300, eval 384, dropout 0.2, RandAugment 10.
     assert resolved.train.image_size == 300 and resolved.eval.image_size == 384
     assert resolved.model.dropout_rate == 0.2 and resolved.train.randaug_magnitude == 10
     assert resolved.progressive.min_image_size == 128 and resolved.progressive.min_dropout_rate == 0.1

@@ -64,6 +64,7 @@ def test_buckets_snap_size(synthetic):
     assert ds.element_spec[0].shape == (4, 48, 48, 3)
 
 
+@pytest.mark.slow
 def test_determinism_with_seed(synthetic):
     kw = dict(image_size=32, global_batch_size=8, randaug_magnitude=10, mixup_alpha=0.2,
               cutmix_alpha=0.2)

@@ -7,7 +7,9 @@ import tensorflow as tf
 
 import effnet_tf
 from effnet_tf.training.checkpoint import Progress, make_checkpoint
-from effnet_tf.training.optimizer import EMASGD, batchnorm_statistics, ema_weights
+from effnet_tf.training.ema import ema_weights
+from effnet_tf.training.optimizer import EMASGD
+from effnet_tf.training.weight_decay import batchnorm_statistics
 
 BLOCKS = ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]
 DECAY = 0.9

@@ -278,6 +278,7 @@ def _run(args, cwd):
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_reload_in_plain_tensorflow_subprocess(exported, model, images, tmp_path):
     pixels, _ = color_images(np.random.default_rng(3), 2, 45, 41)
     np.save(tmp_path / "pixels.npy", pixels)
@@ -299,6 +300,7 @@ def test_reload_in_plain_tensorflow_subprocess(exported, model, images, tmp_path
     np.testing.assert_allclose(result["pixels_float"], keras_probabilities(model, pixels), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(exported, model, images, tmp_path):
     saved_model = os.path.join(exported, "saved_model")
     show = _run([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", saved_model, "--all"], cwd=str(tmp_path))

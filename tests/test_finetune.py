@@ -14,7 +14,9 @@ from effnet_tf import config as config_lib
 from effnet_tf.config import apply_override_string
 from effnet_tf.model import transfer
 from effnet_tf.run.driver import Driver
-from effnet_tf.training.optimizer import ScaledAfter
+from effnet_tf.training.lr_schedules import ScaledAfter
+
+pytestmark = pytest.mark.slow  # run by the README command and CI; skipped by -m "not slow"
 
 BLOCKS = "[r1_k3_s1_e1_i16_o16_c1,r1_k3_s2_e4_i16_o24_c1,r1_k3_s2_e4_i24_o32_se0.25,r1_k3_s2_e4_i32_o48_se0.25]"
 BLOCK_LIST = BLOCKS.strip("[]").split(",")

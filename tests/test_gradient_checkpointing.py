@@ -41,7 +41,7 @@ def _relative_error(got, expected):
     return max(np.abs(g - e).max() / (np.abs(e).max() + 1e-12) for g, e in zip(got, expected))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["graph", "xla"])
 def test_gradients_and_statistics_equal_the_plain_model(jit_compile):
     images, labels = _data()
     plain, checkpointed = _model(False), _model(True)

@@ -5,6 +5,7 @@ import sys
 import threading
 import weakref
 
+import pytest
 import tensorflow as tf
 
 from effnet_tf.data import iterator_release
@@ -76,6 +77,7 @@ print("main done", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_the_process_waits_at_exit_for_a_destruction_in_progress(tmp_path):
     # A daemon thread still in TF's teardown when the interpreter finalizes aborts the process
     # (CI: "FATAL: exception not rethrown"); the exit hook lets it finish first, and does not

@@ -81,6 +81,7 @@ def test_model_dir_config_is_used_when_no_config_is_given(tmp_path, flag_values)
     assert (config.export.dir, config.export.overwrite, config.runtime.mode) == ("/tmp/x", True, "export")
 
 
+@pytest.mark.slow
 def test_cli_reports_unknown_key_in_one_line():
     process = _driver("--params_override=train.epoch=3", "--model_dir=/tmp/unused")
     output, _ = process.communicate(timeout=120)
@@ -115,6 +116,7 @@ def _latest_step(model_dir):
     return int(match.group(1)) if match else None
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_in_the_right_stage(tmp_path):
     model_dir = tmp_path / "run"
     epochs, steps_per_epoch = 6, 8  # 3 stages of 2 epochs at 32, 40 -> 48 (buckets of 16: 32, 48, 48)
@@ -187,6 +189,7 @@ def _event_tags(directory):
     return tags
 
 
+@pytest.mark.slow
 def test_driver_under_mirrored_strategy_on_two_cpus(tmp_path):
     model_dir = tmp_path / "run"
     config = _tiny_yaml(tmp_path / "tiny.yaml", model_dir, epochs=2)
@@ -218,6 +221,7 @@ def test_driver_under_mirrored_strategy_on_two_cpus(tmp_path):
     assert _event_tags(model_dir / "logs" / "validation") >= {"epoch_top1", "epoch_loss"}
 
 
+@pytest.mark.slow
 def test_demo_learns(tmp_path):
     """A short version of ``configs/demo.yaml``: same model, data and recipe, half the epochs
     (4 x 128 steps instead of 8 x 128) in 2 progressive stages instead of 4 (fewer compiles).

@@ -16,7 +16,11 @@ def _fresh_session():
     keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+BIG = ("efficientnetv2-l", "efficientnetv2-xl")  # built and counted in the full run only
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n
+                                  for n in sorted(REFERENCE_PARAMS)])
 def test_parameter_count_matches_reference(name):
     assert effnet_tf.build_model(name).count_params() == REFERENCE_PARAMS[name]
 
@@ -29,6 +33,7 @@ def test_parameter_count_matches_keras_applications_like_for_like(name):
     assert effnet_tf.build_model(name).count_params() == reference.count_params() - extra
 
 
+@pytest.mark.slow
 def test_b8_and_l2_build_bigger_than_b7():
     b8 = effnet_tf.build_model("efficientnet-b8").count_params()
     assert REFERENCE_PARAMS["efficientnet-b7"] < b8
@@ -63,7 +68,8 @@ def _keras_reference(spec, size, weights_from=None):
     return model
 
 
-@pytest.mark.parametrize("name", ["efficientnet-b0", "efficientnetv2-b0", "efficientnetv2-s"])
+@pytest.mark.parametrize("name", ["efficientnet-b0", "efficientnetv2-b0",
+                                  pytest.param("efficientnetv2-s", marks=pytest.mark.slow)])
 def test_weight_import_gives_same_logits_at_two_sizes(name):
     spec = effnet_tf.get_variant(name)
     reference = _keras_reference(spec, 64)

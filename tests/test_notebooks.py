@@ -22,6 +22,8 @@ from jupyter_client.kernelspec import KernelSpecManager  # installed with nbclie
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError
 
+pytestmark = pytest.mark.slow  # run by the README command and CI; skipped by -m "not slow"
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL_NAME = "effnet-tf-test"

@@ -19,7 +19,7 @@ def _v2s(extra=""):
 
 def test_plan_holds_the_resolved_sizes_and_steps():
     plan = make_plan(_v2s(), num_classes=10, train_examples=6_400)
-    # V2-S: train 300, eval 384 (REFERENCE.md); 32-px buckets from 128 plus the final 300.
+    # V2-S: train 300, eval 384 (the official effnetv2_configs.py); 32-px buckets from 128 plus the final 300.
     assert plan.buckets == (128, 160, 192, 224, 256, 288, 300)
     assert [s.image_size for s in plan.stages] == [128, 192, 256, 300]  # 128 + 172 i/3, snapped
     assert all(s.image_size in plan.buckets for s in plan.stages)

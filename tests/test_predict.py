@@ -122,7 +122,7 @@ def test_usage_errors_exit_2_with_a_message(export_dir, image_dir, tmp_path, cap
     (empty_run / "checkpoints").mkdir(parents=True)
     (empty_run / "config.yaml").write_text("model:\n  name: efficientnetv2-b0\n")
     cases = [
-        (["--model", str(empty_run), image], "No checkpoint in"),
+        (["--model", str(empty_run), image], "no checkpoint in"),
         (["--model", str(tmp_path / "nowhere"), image], "does not exist"),
         (["--model", str(tmp_path), image], "holds no SavedModel"),
         (["--model", export_dir, str(tmp_path / "missing.jpg")], "does not exist"),

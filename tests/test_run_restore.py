@@ -36,7 +36,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_path):
-    from effnet_tf.training.optimizer import ema_weights
+    from effnet_tf.training.ema import ema_weights
 
     trainer = trained_run
     fraction = trainer.config.data.eval_crop_fraction  # the run's eval crop (1: whole images, a 2-epoch run)
@@ -64,7 +64,7 @@ def test_export_from_model_dir_uses_the_ema_weights(trained_run, images, tmp_pat
 def test_model_dir_without_checkpoint_says_so(tmp_path):
     empty = tmp_path / "empty_run"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*empty_run"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*empty_run"):
         run.export_from_model_dir(str(empty))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run.export_from_model_dir(str(tmp_path / "missing"))

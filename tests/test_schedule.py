@@ -7,7 +7,7 @@ import pytest
 from effnet_tf import config as config_lib
 from effnet_tf.config import apply_override_string
 from effnet_tf.training import schedule as S
-from effnet_tf.training.optimizer import build_lr_schedule
+from effnet_tf.training.lr_schedules import build_lr_schedule
 
 
 def _spec(mode="staged", epochs=12, buckets=None, min_size=128, max_size=300, **kwargs):
@@ -30,7 +30,7 @@ def test_staged_paper_sizes_and_linear_regularization():
 
 
 def test_staged_official_sizing():
-    # Official code: 128 + (300 - 128)(i + 1)/4 = 171, 214, 257, 300 (REFERENCE.md).
+    # Official code: 128 + (300 - 128)(i + 1)/4 = 171, 214, 257, 300 (efficientnet_v2's train loop).
     stages = S.build_schedule(_spec(num_stages=4, sizing="official", buckets=tuple(range(128, 301))))
     assert [s.image_size for s in stages] == [171, 214, 257, 300]
     # Regularization still starts at the minimum.

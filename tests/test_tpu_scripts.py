@@ -919,6 +919,7 @@ def test_vm_install_installs_tensorflow_tpu_then_the_package_without_tensorflow(
 # ----------------------------------------------------------------------------------------------
 # the real gcloud's argument parser, when the SDK is installed
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_printed_commands_parse_with_the_real_gcloud(sandbox, tmp_path):
     gcloud = shutil.which("gcloud")
     if gcloud is None:

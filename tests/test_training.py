@@ -13,7 +13,8 @@ from effnet_tf import config as config_lib
 from effnet_tf.config import apply_override_string
 from effnet_tf.run.driver import Driver
 from effnet_tf.training.callbacks import NonFiniteLossError
-from effnet_tf.training.optimizer import KernelL2, apply_weight_decay, ema_weights, kernel_variables
+from effnet_tf.training.ema import ema_weights
+from effnet_tf.training.weight_decay import KernelL2, apply_weight_decay, kernel_variables
 from effnet_tf.training.plan import make_plan
 from effnet_tf.training.strategy import TPUUnavailableError, create_strategy, detect_strategy
 
@@ -40,6 +41,7 @@ def read_progress(model_dir):
         return [json.loads(line) for line in handle]
 
 
+@pytest.mark.slow
 def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
     # Random mode, one epoch per block: pick a seed whose schedule revisits a size.
     config = tiny_config(tmp_path, "progressive.mode=random,progressive.random_interval_epochs=1,"
@@ -68,6 +70,7 @@ def test_one_program_per_size_and_returning_sizes_reuse_it(tmp_path):
         assert not thread.is_alive() and thread is not threading.current_thread()
 
 
+@pytest.mark.slow
 def test_epoch_records_split_the_time_and_eval_every_epochs(tmp_path):
     """progress.jsonl says where each epoch's time went; eval.every_epochs evaluates at fixed
     epochs (here 3 and the last, 4) whatever the stages."""
@@ -120,6 +123,7 @@ def test_keras_alone_would_relax_to_a_dynamic_shape():
     assert shapes[-1][1] is None  # relaxed: (4, None, None, 3) -- a TPU cannot compile that once
 
 
+@pytest.mark.slow
 def test_stages_keep_trained_weights_and_eval_uses_ema(tmp_path):
     config = tiny_config(tmp_path, "progressive.mode=staged,progressive.num_stages=2,train.ema_decay=0.9,"
                                    "train.ema_warmup=false")
@@ -202,6 +206,7 @@ def test_scheduled_dropout_changes_behaviour_without_retrace():
     assert dropped.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_stage_dropout_reaches_the_model(tmp_path):
     config = tiny_config(tmp_path, "progressive.mode=staged,progressive.num_stages=2,model.dropout_rate=0.6,"
                                    "progressive.min_dropout_rate=0.2,progressive.min_drop_connect_rate=0.0,"
@@ -274,6 +279,7 @@ def test_nan_loss_stops_and_leaves_last_good_checkpoint(tmp_path):
     assert original is not None
 
 
+@pytest.mark.slow
 def test_eval_and_export_modes(tmp_path):
     # Eval and export at 48 px while training at 64: the export's size is the plan's eval size.
     config = tiny_config(tmp_path, "train.epochs=1,train.ema_decay=0.5,export.enabled=true,eval.image_size=48")

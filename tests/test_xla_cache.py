@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # run by the README command and CI; skipped by -m "not slow"
+
 _COMPILE_ONCE = """
 import tensorflow as tf
 

@@ -214,7 +214,7 @@ def summarize_config(path: str) -> str:
         progressive = f"{p.num_stages} stages ({p.sizing} sizing) at {sizes} px"
     else:
         progressive = f"random sizes {sizes} px"
-    from effnet_tf.training.optimizer import peak_learning_rate
+    from effnet_tf.training.lr_schedules import peak_learning_rate
 
     peak = peak_learning_rate(t.base_learning_rate, t.global_batch_size)
     return (f"{model} on `{c.data.name}`; {t.epochs} epochs, batch {t.global_batch_size}, {t.optimizer}, "

@@ -8,6 +8,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import keras
 
+from effnet_tf import keras_internals
 from effnet_tf.export.signatures import head_activation
 
 
@@ -83,7 +84,8 @@ def float32_policy() -> Iterator[None]:
 
 
 def _needs_copy(model: keras.Model) -> bool:
-    mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in model._flatten_layers())
+    layers = keras_internals.flatten_layers(model, include_self=True)
+    mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in layers)
     return mixed or bool(getattr(model, "batchnorm_synchronized", False)) or getattr(model, "optimizer", None) is not None
 
 

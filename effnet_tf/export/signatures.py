@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from effnet_tf.data.image_formats import FORMAT_NAMES, is_image_tensor, looks_like_image  # noqa: F401
+from effnet_tf.data.image_formats import FORMAT_NAMES, is_image_tensor
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_PIXELS = "predict_pixels"

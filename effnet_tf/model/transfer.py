@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import keras
 
+from effnet_tf import keras_internals
 from effnet_tf.blocks.mbconv import FusedMBConv, MBConv
 
 HEAD_LAYERS = ("predictions",)
@@ -32,7 +33,7 @@ def blocks_of(model: keras.Model) -> List[keras.layers.Layer]:
 
 
 def _batchnorms(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
-    return [sub for sub in layer._flatten_layers(include_self=True)
+    return [sub for sub in keras_internals.flatten_layers(layer, include_self=True)
             if isinstance(sub, keras.layers.BatchNormalization)]
 
 

@@ -1,6 +1,9 @@
 """The named variants: thin parameter sets over the block strings (keras.applications' style).
 
-Figures are from the papers and the official code (see REFERENCE.md). Progressive-learning
+Figures are from the papers (Tan & Le, EfficientNet, arXiv:1905.11946; EfficientNetV2,
+arXiv:2104.00298) and the official code (github.com/tensorflow/tpu, models/official/efficientnet
+and efficientnet_v2: efficientnet_builder.py, effnetv2_configs.py, hparams), cross-checked
+against keras.applications. Progressive-learning
 ranges follow the V2 paper: image size from ``min_train_size`` to ``train_size``, RandAugment
 magnitude, mixup alpha and dropout from their minimum to their maximum.
 """

@@ -1,16 +1,18 @@
 """The driver of one experiment: strategy first, then source, plan, components and loop; the mode
-dispatch (train / train_and_eval / eval / export), the end-of-run evaluation and export, and
-what the console and ``progress.jsonl`` say about the run as a whole.
+dispatch (train / train_and_eval / eval / export), the run lock, and the end-of-run evaluation
+and export. What it prints is worded in ``run/console.py``; the export is ``export_trained``
+(``run/export_run.py``), the same function ``--mode=export`` uses.
 
     Driver(config).run()
 
 Everything below this module (``training``, ``export``) is usable on its own; this is where a
-run directory, a training loop and an export meet.
+run directory, a training loop and an export meet. ``--mode=export`` does not need a driver
+(``run.restore.export_run_directory``: no strategy, no training data); ``--mode=eval`` checks only
+the eval split.
 """
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional
 
@@ -19,23 +21,19 @@ import tensorflow as tf
 from effnet_tf.config.schema import MODES, ExperimentConfig
 from effnet_tf.data.from_config import open_source
 from effnet_tf.export.atomic import ExportCancelled, remove_leftovers
-from effnet_tf.export.bundle import SAVED_MODEL_DIR, export_all
+from effnet_tf.export.layout import SAVED_MODEL_DIR
+from effnet_tf.run import console
 from effnet_tf.run.failures import op_error_text
-from effnet_tf.run.restore import export_calibration
+from effnet_tf.run.export_run import export_trained
+from effnet_tf.run.restore import check_checkpoints_fit, export_run_directory
 from effnet_tf.storage import paths
 from effnet_tf.storage.run_lock import RunLock
 from effnet_tf.training.health import plan_warnings
-from effnet_tf.training.loop import CheckpointMismatchError, TrainingLoop
-from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.loop import TrainingLoop
 from effnet_tf.training.plan import Plan, make_plan
 from effnet_tf.training.preemption import Interrupted, Preempted, PreemptionWatcher
 from effnet_tf.training.strategy import create_strategy, is_tpu_strategy, worker_role
 from effnet_tf.training.task import build_components
-
-
-def say(message: str) -> None:
-    """A user-facing console line."""
-    print(message, flush=True)
 
 
 class Driver:
@@ -46,7 +44,7 @@ class Driver:
     """
 
     def __init__(self, config: ExperimentConfig, strategy: Optional[tf.distribute.Strategy] = None,
-                 say: Callable[[str], None] = say):
+                 say: Callable[[str], None] = console.say):
         # The strategy comes first: MultiWorkerMirroredStrategy must configure its collectives
         # before anything else initialises TensorFlow.
         self.strategy = strategy or create_strategy(config.runtime.strategy, config.runtime.tpu)
@@ -55,19 +53,24 @@ class Driver:
         self.say = say if self.role.is_chief else (lambda message: None)
         self.say_as_worker = say
         self.source = open_source(config.data)
-        for split in (config.data.train_split, config.data.eval_split):  # now, not after hours of training
+        # The splits this mode reads, checked now (not after hours of training).
+        splits = (config.data.eval_split,) if config.runtime.mode == "eval" else (
+            config.data.train_split, config.data.eval_split)
+        for split in splits:
             self.source.check_split(split)
+        train_split = config.data.train_split
+        train_examples = self.source.num_examples(train_split) if train_split in self.source.splits else None
         for line in getattr(self.source, "scan_report", list)():  # what a folder source used and ignored
             self.say(line)
         self.plan: Plan = make_plan(
             config, num_classes=getattr(self.source, "num_classes", None),
-            train_examples=self.source.num_examples(config.data.train_split),
+            train_examples=train_examples,
             num_replicas=self.strategy.num_replicas_in_sync, on_tpu=is_tpu_strategy(self.strategy),
             writer=self.role.is_chief, worker_id=self.role.worker_id,
         )
         components = build_components(self.plan, self.strategy)
         if components.initial_weights is not None:
-            self.say(f"Initial weights from {self.plan.config.model.weights}: {components.initial_weights}")
+            self.say(console.initial_weights(self.plan.config.model.weights, components.initial_weights))
         self.loop = TrainingLoop(self.plan, self.strategy, self.source, components, say=self.say)
 
     @property
@@ -94,7 +97,7 @@ class Driver:
         if mode == "eval":
             return self.evaluate_checkpoint()
         if mode == "export":
-            return {"saved_model": self.export_checkpoint()}
+            return {"saved_model": export_run_directory(self.config, say=self.say)}
         raise ValueError(f"runtime.mode={mode!r} is not one of {MODES}.")
 
     def train(self, evaluate: Optional[bool] = None) -> Dict[str, Any]:
@@ -116,12 +119,11 @@ class Driver:
         plan, c, run_dir = self.plan, self.config, self.plan.run_dir
         self._check_checkpoints_fit()
         for stale in self.loop.checkpoint.remove_stale_temporaries():
-            self.say(f"Removed {stale}: a checkpoint save that a killed process left unfinished.")
+            self.say(console.stale_checkpoint_removed(stale))
         restored = self.loop.restore()
         start_step = self.loop.global_step
         if start_step >= plan.total_steps:
-            self.say(f"Training already complete in {run_dir.root}: global step {start_step} of "
-                     f"{plan.total_steps} ({plan.epochs} epochs). Nothing to train.")
+            self.say(console.already_complete(plan, start_step))
             return self._finish(evaluate, preemption, already_complete=True)
 
         from effnet_tf.config.io import to_yaml
@@ -129,26 +131,18 @@ class Driver:
         config_path = run_dir.write_config(to_yaml(c))
         epoch, in_epoch = divmod(start_step, plan.steps_per_epoch)
         current = plan.stage_at_epoch(epoch)
-        self.say(f"effnet_tf: {c.model.name or 'custom blocks'} on {c.data.name} | {plan.num_replicas} replica(s) "
-                 f"({type(self.strategy).__name__}) | precision {c.runtime.precision} | global batch "
-                 f"{c.train.global_batch_size} | {plan.epochs} epochs x {plan.steps_per_epoch} steps | progressive "
-                 f"{c.progressive.mode} ({len(plan.stages)} stage(s), sizes {plan.sizes})")
+        self.say(console.run_header(plan, type(self.strategy).__name__))
         for note in plan.recipe_notes:
             self.say(note)
         for warning in plan_warnings(plan):
-            self.say(f"effnet-train: warning: {warning['message']}")
+            self.say(console.warning(warning["message"]))
             self._record(dict(event="health", **warning))
         if config_path:
-            self.say(f"Config written to {config_path}")
+            self.say(console.config_written(config_path))
         if restored:
-            self.say(f"Resuming from {restored}: global step {start_step}, epoch {epoch + 1} (step {in_epoch} of it), "
-                     f"stage {current.index + 1}/{len(plan.stages)}")
+            self.say(console.resuming(restored, start_step, plan))
         if self.role.multi_worker:
-            self.say_as_worker(
-                f"worker {self.role.worker_id}/{self.role.num_workers}"
-                f"{' (chief: writes config, logs, progress and export)' if self.role.is_chief else ''}: "
-                f"{plan.num_replicas // self.role.num_workers} replica(s) here, "
-                f"{c.train.global_batch_size // plan.num_replicas} images per replica per step")
+            self.say_as_worker(console.worker_start(self.role, plan))
         self._record({"event": "run_start", "resumed_from": restored, "global_step": start_step,
                       "epoch": epoch, "step_in_epoch": in_epoch, "stage": current.index,
                       "total_epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch,
@@ -172,19 +166,7 @@ class Driver:
                              "replace it, or remove it from the split's pattern).") from error
 
     def _check_checkpoints_fit(self) -> None:
-        """Refuses, before anything is restored, checkpoints that the run's own config.yaml says
-        belong to another model (so the message names what changed, not a tensor shape)."""
-        run_dir = self.plan.run_dir
-        if run_dir is None or not paths.exists(run_dir.config_file) or run_dir.latest_checkpoint() is None:
-            return
-        from effnet_tf.config.compare import differences
-        from effnet_tf.config.io import load_yaml_files
-
-        changes = differences(load_yaml_files([run_dir.config_file]), self.config)
-        if changes:
-            raise CheckpointMismatchError(
-                f"model_dir {run_dir.root} holds checkpoints of another model ({'; '.join(changes)}, from its "
-                "config.yaml to this run): use a new --model_dir, or the original settings.")
+        check_checkpoints_fit(self.plan.run_dir, self.config)
 
     def _finish(self, evaluate: bool, preemption: PreemptionWatcher,
                 already_complete: bool = False) -> Dict[str, Any]:
@@ -207,40 +189,21 @@ class Driver:
                                       else self._export_unless_preempted(preemption))
         self._record(dict(event="run_end", **{k: v for k, v in results.items() if k != "eval"},
                           **{f"eval_{k}": v for k, v in (results.get("eval") or {}).items()}))
-        self._print_summary(results)
+        self.say(console.summary(results, plan))
         if self.role.multi_worker:
             # Replicas in sync hold identical weights: the same fingerprint on every worker.
-            pipelines = ", ".join(f"{i} of {n}" for i, n in sorted(self.loop.input_pipelines)) or "none this session"
-            self.say_as_worker(f"worker {self.role.worker_id}/{self.role.num_workers}: read input pipeline "
-                               f"{pipelines}; weights fingerprint {weights_fingerprint(self.model)}")
+            self.say_as_worker(console.worker_end(self.role, self.loop.input_pipelines,
+                                                  weights_fingerprint(self.model)))
         return results
-
-    def _print_summary(self, results: Dict[str, Any]) -> None:
-        c = self.config
-        lines = ["", f"Done: {results['epochs']} epochs, {results['global_step']} steps, "
-                     f"{results['train_functions']} compiled train function(s) this session."]
-        if "eval" in results:
-            e = results["eval"]
-            weights = "EMA weights" if e.get("ema") else "trained weights"
-            top5 = f"top-5 {e.get('top5', float('nan')):.4f}, " if c.model.num_classes > 5 else ""
-            lines.append(f"Eval accuracy ({c.data.eval_split}, {self.plan.eval_size} px, {weights}): "
-                         f"top-1 {e.get('top1', float('nan')):.4f}, {top5}loss {e.get('loss', float('nan')):.4f}")
-        lines.append(f"Checkpoint:  {results['checkpoint']}")
-        lines.append(f"TensorBoard: tensorboard --logdir {results['tensorboard']}")
-        if results.get("saved_model"):
-            lines.append(f"SavedModel:  {paths.join(results['saved_model'], SAVED_MODEL_DIR)}  "
-                         "(and .keras/TFLite beside it)")
-        self.say("\n".join(lines))
 
     def _export_unless_preempted(self, preemption: PreemptionWatcher) -> Optional[str]:
         """The end-of-run export, abandoned within a poll interval when a termination signal
         arrives (a 30-s preemption notice is shorter than a large model's export): nothing lands
         at the target, the run ends preempted, and the same command exports without training."""
         def preempted() -> Preempted:
-            return Preempted(self.loop.global_step, self.loop.checkpoint.latest, preemption.signal_name, message=(
-                f"{preemption.signal_name} during the export: abandoned it, nothing was written to "
-                f"{self.plan.export_dir}. Training is complete (global step {self.loop.global_step}, checkpoint "
-                f"{self.loop.checkpoint.latest}): run the same command again to export without training."))
+            return Preempted(self.loop.global_step, self.loop.checkpoint.latest, preemption.signal_name,
+                             message=console.export_abandoned(preemption.signal_name, self.plan.export_dir,
+                                                              self.loop.global_step, self.loop.checkpoint.latest))
 
         if preemption.requested:  # during the final evaluation
             raise preempted()
@@ -255,32 +218,12 @@ class Driver:
             preemption.exporting = False
 
     def export(self, overwrite: bool = True, cancel=None) -> Optional[str]:
-        """Writes ``export.formats`` of the current (EMA, if configured) weights to ``export.dir``
-        at the plan's eval size, atomically. The end-of-training export replaces an earlier one;
-        ``--mode=export`` passes ``export.overwrite``; ``cancel`` as ``export_all``."""
-        plan, c = self.plan, self.config
-        if not plan.export_dir:
-            return None
-        options = tf.saved_model.SaveOptions(experimental_io_device="/job:localhost") if plan.on_tpu else None
+        """The end-of-training export (``export_trained``) of the current weights; it replaces an
+        earlier export. ``cancel`` as ``export_all``."""
         checkpoint = self.loop.checkpoint.latest if self.loop.checkpoint else None
-        # Every worker exports (reading replicated weights can be a collective), but only the
-        # chief's export is kept: the others write to a temporary directory and delete it.
-        target = plan.export_dir if self.role.is_chief else tempfile.mkdtemp(prefix="effnet_export_worker_")
-        calibration = export_calibration(c, c.export.formats, plan.eval_size, self.source)
-        self.say(f"Exporting {', '.join(c.export.formats)} ({plan.eval_size} px) to {plan.export_dir} ...")
-        try:
-            with ema_weights(self.model, enabled=c.export.use_ema):
-                export_all(
-                    self.model, target if self.role.is_chief else paths.join(target, "export"),
-                    formats=tuple(c.export.formats), image_size=plan.eval_size,
-                    class_names=getattr(self.source, "class_names", None), overwrite=overwrite, options=options,
-                    metadata={"checkpoint": checkpoint, "model": c.model.name, "ema": bool(c.export.use_ema)},
-                    calibration_images=calibration, crop_fraction=c.data.eval_crop_fraction, cancel=cancel,
-                )
-        finally:
-            if not self.role.is_chief:
-                paths.remove(target)
-        return plan.export_dir
+        return export_trained(self.model, self.plan, checkpoint=checkpoint, global_step=self.loop.global_step,
+                              source=self.source, overwrite=overwrite, chief=self.role.is_chief, cancel=cancel,
+                              say=self.say)
 
     def evaluate_checkpoint(self, checkpoint: Optional[str] = None) -> Dict[str, float]:
         """``--mode=eval``: restores ``checkpoint`` (default: eval.checkpoint or the latest) and evaluates."""
@@ -298,25 +241,9 @@ class Driver:
         path = loop.restore(path if explicit else None)
         results = loop.evaluate(verbose=c.runtime.verbose)
         results["checkpoint"] = path
-        self.say(f"Eval of {path} ({c.data.eval_split}, {self.plan.eval_size} px, "
-                 f"{'EMA' if results['ema'] else 'trained'} weights): top-1 {results['top1']:.4f}, "
-                 f"top-5 {results['top5']:.4f}, loss {results['loss']:.4f}")
+        self.say(console.evaluation(path, results, self.plan))
         self._record(dict(event="eval", **results))
         return results
-
-    def export_checkpoint(self) -> str:
-        """``--mode=export``: restores the latest checkpoint and writes the export."""
-        loop = self.loop
-        path = loop.checkpoint.latest if loop.checkpoint else None
-        if not path:
-            where = self.plan.run_dir.checkpoints if self.plan.run_dir else "(no --model_dir)"
-            raise FileNotFoundError(f"--mode=export: no checkpoint in {where}.")
-        self._check_checkpoints_fit()
-        path = loop.restore()
-        out = self.export(overwrite=self.config.export.overwrite)
-        self.say(f"Exported {path} ({', '.join(self.config.export.formats)}): {out}")
-        return out
-
 
 
 def weights_fingerprint(model) -> str:

@@ -1,6 +1,6 @@
 """A finished (or running) training run, brought back from its directory: rebuild the model from
 ``config.yaml``, restore a checkpoint (model + optimizer, so the EMA of the weights comes back
-too) and export it.
+too) and export it through ``export_trained``, the export at the end of training.
 
 No data is read, except the calibration images of a ``tflite_int8`` export: only the class names
 are asked of the data source, and when that fails (the data is not reachable from this machine)
@@ -10,21 +10,22 @@ the labels are the class indices.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 
 from effnet_tf.config.io import load_yaml_files
-from effnet_tf.config.schema import ExperimentConfig
-from effnet_tf.data.calibration import calibration_images
+from effnet_tf.config.schema import ExperimentConfig, copy_config
 from effnet_tf.export.atomic import check_target
-from effnet_tf.export.bundle import export_all
 from effnet_tf.export.prepare import float32_policy
 from effnet_tf.model.from_config import build_from_config
+from effnet_tf.storage import paths
 from effnet_tf.storage.run_directory import RunDirectory
 from effnet_tf.training.checkpoint import Progress, make_checkpoint
-from effnet_tf.training.optimizer import ema_weights
+from effnet_tf.training.loop import CheckpointMismatchError
+from effnet_tf.run.export_run import export_trained
+from effnet_tf.training.plan import Plan, make_plan
 from effnet_tf.training.task import attach_optimizer
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def _find_checkpoint(run_dir: RunDirectory, checkpoint: Optional[str]) -> str:
     if not tf.io.gfile.isdir(run_dir.root):
-        raise FileNotFoundError(f"model_dir {run_dir.root!r} does not exist.")
+        raise FileNotFoundError(f"no checkpoint in {run_dir.checkpoints!r}: model_dir {run_dir.root!r} does not exist.")
     if checkpoint:
         if not tf.io.gfile.exists(checkpoint + ".index"):
             raise FileNotFoundError(f"Checkpoint {checkpoint!r} not found (no {checkpoint}.index).")
@@ -40,7 +41,7 @@ def _find_checkpoint(run_dir: RunDirectory, checkpoint: Optional[str]) -> str:
     path = run_dir.latest_checkpoint()
     if not path:
         raise FileNotFoundError(
-            f"No checkpoint in {run_dir.checkpoints!r} (model_dir {run_dir.root!r}): train first, "
+            f"no checkpoint in {run_dir.checkpoints!r} (model_dir {run_dir.root!r}): train first, "
             "or pass the checkpoint prefix explicitly.")
     return path
 
@@ -61,36 +62,8 @@ def build_model_from_config(config: ExperimentConfig) -> keras.Model:
         return build_from_config(config.model, for_training=False)
 
 
-def class_names_of(config: ExperimentConfig) -> Optional[List[str]]:
-    """The data source's class names (None when it has none or cannot be reached)."""
-    try:
-        from effnet_tf.data.from_config import open_source
-
-        names = open_source(config.data).class_names
-    except Exception as error:  # the data may live where this machine cannot read it
-        log.warning("Class names unavailable from %s (%s); labels will be class indices.", config.data.name, error)
-        return None
-    if names is not None and len(names) != config.model.num_classes:
-        log.warning("%s has %d class names for %d model classes; labels will be class indices.",
-                    config.data.name, len(names), config.model.num_classes)
-        return None
-    return names
-
-
-def export_calibration(config: ExperimentConfig, formats: Sequence[str], image_size: int, source=None):
-    """The calibration images a ``tflite_int8`` export needs (``export.calibration_examples`` of
-    the training split, eval preprocessing, at ``image_size``), or None when ``formats`` has none."""
-    if "tflite_int8" not in formats:
-        return None
-    if source is None:
-        from effnet_tf.data.from_config import open_source
-
-        source = open_source(config.data)
-    return calibration_images(source, config.data.train_split, image_size, config.export.calibration_examples,
-                              seed=config.runtime.seed, crop_fraction=config.data.eval_crop_fraction)
-
-
-def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> Tuple[keras.Model, Any, Dict[str, Any]]:
+def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None,
+                           config: Optional[ExperimentConfig] = None) -> Tuple[keras.Model, Any, Dict[str, Any]]:
     """``(model, config, info)``: the model of ``model_dir`` with ``checkpoint`` (default: the
     latest) restored, compiled with its optimizer (so ``ema_weights(model)`` swaps in the EMA).
 
@@ -99,7 +72,7 @@ def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> 
     """
     run_dir = RunDirectory(model_dir)
     path = _find_checkpoint(run_dir, checkpoint)
-    config = load_config(model_dir)
+    config = config or load_config(model_dir)
     model = build_model_from_config(config)
     attach_optimizer(model, config, config.train.steps_per_epoch)
     progress = Progress(config.train.steps_per_epoch)
@@ -108,6 +81,52 @@ def restore_from_model_dir(model_dir: str, checkpoint: Optional[str] = None) -> 
     status.assert_existing_objects_matched()
     status.expect_partial()
     return model, config, {"checkpoint": path, "global_step": progress.global_step}
+
+
+def check_checkpoints_fit(run_dir: Optional[RunDirectory], config: ExperimentConfig) -> None:
+    """Raises ``CheckpointMismatchError`` when ``run_dir``'s checkpoints belong to another model
+    than ``config``'s (so the message names what changed, not a tensor shape)."""
+    if run_dir is None or not paths.exists(run_dir.config_file) or run_dir.latest_checkpoint() is None:
+        return
+    from effnet_tf.config.compare import differences
+
+    changes = differences(load_yaml_files([run_dir.config_file]), config)
+    if changes:
+        raise CheckpointMismatchError(
+            f"model_dir {run_dir.root} holds checkpoints of another model ({'; '.join(changes)}, from its "
+            "config.yaml to this run): use a new --model_dir, or the original settings.")
+
+
+def restored_plan(config: ExperimentConfig) -> Plan:
+    """The ``Plan`` of a restored run: one replica, this process reading (not writing) the run.
+    A run's own config.yaml is resolved already; for another config the data source is asked
+    for its number of training examples when it can be reached."""
+    train_examples = None
+    try:
+        from effnet_tf.data.from_config import open_source
+
+        train_examples = open_source(config.data).num_examples(config.data.train_split)
+    except Exception:  # noqa: BLE001 (the data may live where this machine cannot read it)
+        pass
+    return make_plan(config, num_classes=config.model.num_classes, train_examples=train_examples, writer=False)
+
+
+def export_run_directory(config: ExperimentConfig, say=print) -> str:
+    """``effnet-train --mode=export``: the latest checkpoint of ``runtime.model_dir`` exported as
+    at the end of training (``export_trained``), to ``export.dir`` (default ``<model_dir>/export``),
+    replacing it only with ``export.overwrite``. Reads the run, never writes it; the data only
+    for class names and int8 calibration."""
+    model_dir = config.runtime.model_dir
+    if not model_dir:
+        raise ValueError("--mode=export needs --model_dir (the run to export).")
+    plan = restored_plan(config)
+    check_checkpoints_fit(plan.run_dir, plan.config)
+    check_target(plan.export_dir, plan.config.export.overwrite)  # before the (slow) restore
+    model, _, info = restore_from_model_dir(model_dir, config=plan.config)
+    out = export_trained(model, plan, checkpoint=info["checkpoint"], global_step=info["global_step"],
+                         overwrite=plan.config.export.overwrite, say=say)
+    say(f"Exported {info['checkpoint']} ({', '.join(plan.config.export.formats)}): {out}")
+    return out
 
 
 def export_from_model_dir(
@@ -121,8 +140,10 @@ def export_from_model_dir(
     top_k: int = 5,
     use_ema: bool = True,
     overwrite: bool = False,
+    config: Optional[ExperimentConfig] = None,
 ) -> str:
-    """Exports the latest checkpoint of a training ``model_dir`` with ``export_all``.
+    """Exports the latest checkpoint of a training ``model_dir`` (``export_trained``, as at the
+    end of training).
 
     Args:
         model_dir: the run's directory (``config.yaml`` + ``checkpoints/``), local or gs://.
@@ -134,22 +155,20 @@ def export_from_model_dir(
         formats: as ``export_all``; default the run's ``export.formats``. ``tflite_int8`` reads
             ``export.calibration_examples`` images of the run's training split.
         top_k, overwrite: as ``export_all``.
+        config: the run's config (default: its ``config.yaml``).
     Returns:
         ``export_dir``.
     """
     export_dir = export_dir or RunDirectory(model_dir).export
     check_target(export_dir, overwrite)  # before the (slow) restore
-    model, config, info = restore_from_model_dir(model_dir, checkpoint)
-    image_size = image_size or config.eval.image_size
-    formats = tuple(formats or config.export.formats)
-    if class_names is None:
-        class_names = class_names_of(config)
-    calibration = export_calibration(config, formats, image_size)
-    with ema_weights(model, enabled=use_ema) as used_ema:
-        info.update(ema=bool(used_ema), model_dir=model_dir)
-        export_all(model, export_dir, formats=formats, image_size=image_size, class_names=class_names,
-                   top_k=top_k, overwrite=overwrite, metadata={"source": info}, calibration_images=calibration,
-                   crop_fraction=config.data.eval_crop_fraction)
-    log.info("Exported %s (step %d, %s weights) to %s", info["checkpoint"], info["global_step"],
-             "EMA" if info["ema"] else "trained", export_dir)
+    model, config, info = restore_from_model_dir(model_dir, checkpoint, config=config)
+    config = copy_config(config)
+    config.export.use_ema = bool(use_ema)
+    if formats:
+        config.export.formats = list(formats)
+    if image_size:
+        config.eval.image_size = int(image_size)
+    export_trained(model, restored_plan(config), checkpoint=info["checkpoint"], global_step=info["global_step"],
+                   overwrite=overwrite, export_dir=export_dir, class_names=class_names, top_k=top_k)
+    log.info("Exported %s (step %d) to %s", info["checkpoint"], info["global_step"], export_dir)
     return export_dir

@@ -3,7 +3,8 @@
 Keras 3 wraps the train step in a ``tf.function(reduce_retracing=True)``: after a second input
 shape it relaxes to a shape-polymorphic trace ``(batch, None, None, 3)``, which a TPU cannot
 run as one static program, and it keeps one function for the model's lifetime. Here the model's
-``make_train_function`` is replaced by one that builds a fresh ``tf.function`` per image size
+train-function factory is replaced (through ``keras_internals``, which owns every use of Keras
+internals) by one that builds a fresh ``tf.function`` per image size
 (each only ever sees one static shape, so nothing relaxes), kept in a dict ``{size: function}``
 and put back in ``model.train_function`` before each ``fit`` segment.
 
@@ -23,7 +24,6 @@ stage boundaries by 15-35 s.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from effnet_tf.data.iterator_release import release_in_background
+from effnet_tf import keras_internals
 
 
 def _reduce(outputs, strategy):
@@ -87,9 +88,7 @@ class TrainFunctionCache(_ReleasesIterators):
         self._graphs = weakref.WeakSet()
         self.traces: List[Tuple[Hashable, Tuple]] = []  # (key, input shape) per trace
         self._key: Optional[Hashable] = None
-        self._step = model.train_step
-        model.train_step = self._counting_step
-        model.make_train_function = self._make_train_function
+        self._step = keras_internals.replace_train_function(model, self._build_function, self._counting_step)
 
     @property
     def trace_count(self) -> int:
@@ -107,7 +106,7 @@ class TrainFunctionCache(_ReleasesIterators):
             self.traces.append((self._key, tuple(getattr(x, "shape", ()))))
         return self._step(data)
 
-    def _make_train_function(self, force: bool = False):
+    def _build_function(self, force: bool = False):
         model = self.model
         if model.train_function is not None and not force:
             return model.train_function
@@ -182,9 +181,9 @@ class TestFunctionCache(_ReleasesIterators):
     def __init__(self, model: keras.Model):
         self.model = model
         self._functions: Dict[Hashable, Callable] = {}
-        model.make_test_function = self._make_test_function
+        keras_internals.replace_test_function(model, self._build_function)
 
-    def _make_test_function(self, force: bool = False):
+    def _build_function(self, force: bool = False):
         model = self.model
         if model.test_function is not None and not force:
             return model.test_function
@@ -212,15 +211,12 @@ class TestFunctionCache(_ReleasesIterators):
 
     def evaluate(self, key: Hashable, dataset, **kwargs):
         model = self.model
-        saved = model.steps_per_execution
         model.test_function = self._functions.get(key)
-        model.steps_per_execution = 1
         try:
-            with warnings.catch_warnings():  # an evaluation ends where its data ends: no warning
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            # An evaluation ends where its data ends: no warning.
+            with keras_internals.steps_per_execution(model, 1), keras_internals.data_may_end():
                 return model.evaluate(dataset, return_dict=True, **kwargs)
         finally:
-            model.steps_per_execution = saved
             if model.test_function is not None:
                 self._functions[key] = model.test_function
             self.release_iterator()

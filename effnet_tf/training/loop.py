@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import keras
@@ -18,6 +17,7 @@ import tensorflow as tf
 
 from effnet_tf.model.regularization import set_regularization
 from effnet_tf.model.transfer import set_trainable_parts
+from effnet_tf import keras_internals
 from effnet_tf.training import schedule as schedule_lib
 from effnet_tf.training.callbacks import (
     DIVERGED_LOSS,
@@ -30,7 +30,8 @@ from effnet_tf.training.callbacks import (
 )
 from effnet_tf.training.compile_cache import TestFunctionCache, TrainFunctionCache
 from effnet_tf.training.health import TrainingHealth
-from effnet_tf.training.optimizer import ema_weights, reset_moments
+from effnet_tf.training.ema import ema_weights
+from effnet_tf.training.optimizer import reset_moments
 from effnet_tf.training.plan import Plan
 from effnet_tf.training.preemption import Preempted, PreemptionWatcher
 from effnet_tf.training.task import Components, eval_dataset_fn, train_dataset_fn
@@ -49,8 +50,7 @@ def tensorboard_available() -> bool:
 def _fit_context(plan: Plan):
     """Around ``fit``: the data running out is our error (``DataExhaustedError``, naming the
     data), not Keras' warning that training goes on with fewer steps."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with keras_internals.data_may_end():
         try:
             yield
         except DataExhaustedError as error:

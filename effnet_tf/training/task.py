@@ -17,9 +17,11 @@ from effnet_tf.data.pipeline import build_dataset
 from effnet_tf.model.from_config import build_from_config, load_initial_weights
 from effnet_tf.model.transfer import freeze_batchnorm
 from effnet_tf.storage.paths import is_remote
+from effnet_tf import keras_internals
 from effnet_tf.training.checkpoint import CheckpointState, Progress
-from effnet_tf.training.optimizer import (
-    apply_weight_decay, base_optimizer, batchnorm_statistics, build_lr_schedule, build_optimizer)
+from effnet_tf.training.lr_schedules import build_lr_schedule
+from effnet_tf.training.optimizer import base_optimizer, build_optimizer
+from effnet_tf.training.weight_decay import apply_weight_decay, batchnorm_statistics
 from effnet_tf.training.plan import Plan
 from effnet_tf.training.schedule import Stage
 from effnet_tf.training.strategy import set_precision
@@ -74,9 +76,7 @@ def _build_compiled_state(model: keras.Model, num_classes: int) -> None:
     """
     images = keras.KerasTensor((None, None, None, 3), "float32")
     labels = keras.KerasTensor((None, num_classes), "float32")
-    with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=(images, labels))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    keras_internals.build_compiled_state(model, (images, labels))
 
 
 def checkpoint_io_device(plan: Plan) -> Optional[str]:
