@@ -1,9 +1,10 @@
 """Every use of Keras internals, in one place: read this module (and run its test) before
 moving the ``keras`` pin in setup.py.
 
-Checked against Keras 3.15 and TensorFlow 2.21 (one TensorFlow internal: ``merge_call``). ``INTERNALS`` lists each private attribute
-or replaced method with the one line of why; ``missing_internals()`` says which of them a
-Keras version lacks, and ``tests/test_keras_internals.py`` fails naming them.
+Checked against Keras 3.15 and TensorFlow 2.21 (one TensorFlow internal: ``merge_call``).
+``INTERNALS`` lists each private attribute or replaced method with the one line of why;
+``missing_internals()`` says which of them a Keras version lacks, and
+``tests/test_keras_internals.py`` fails naming them.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def export_trained(model: keras.Model, plan: Plan, *, checkpoint: Optional[str],
             origin: Dict[str, Any] = {"checkpoint": checkpoint, "global_step": global_step, "ema": bool(used_ema),
                                       "model_dir": plan.run_dir.root if plan.run_dir else None}
             export_all(model, target if chief else paths.join(scratch, "export"), formats=formats,
-                       image_size=plan.eval_size, class_names=class_names, top_k=top_k, overwrite=overwrite, options=options,
+                       image_size=plan.eval_size, class_names=class_names, top_k=top_k, overwrite=overwrite,
+                       options=options,
                        metadata={"source": origin}, calibration_images=calibration,
                        crop_fraction=c.data.eval_crop_fraction, cancel=cancel)
     finally:

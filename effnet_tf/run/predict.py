@@ -9,8 +9,8 @@ is exported on the fly (EMA weights) into a temporary directory. Serving a Saved
 TensorFlow only (``tf.saved_model.load``); the images go through the model's own
 ``serving_default`` signature (decode, central crop/resize at the eval size).
 
-Files that are not images (JPEG, PNG, GIF, BMP, WebP, JPEG XL), or that fail to decode, are reported per file; the others are
-still classified. Exit status: 0 all classified, 1 some files failed, 2 usage/model errors.
+Files that are not images (JPEG, PNG, GIF, BMP, WebP, JPEG XL), or that fail to decode, are
+reported per file; the others are still classified. Exit status: 0 all classified, 1 some files failed, 2 usage/model errors.
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ def format_text(results: Sequence[Dict]) -> str:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="effnet-predict",
-        description="Classify images (JPEG, PNG, GIF, BMP, WebP, JPEG XL) with an exported effnet_tf model (top-k class names and scores).")
+        description="Classify images (JPEG, PNG, GIF, BMP, WebP, JPEG XL) with an exported effnet_tf model "
+                    "(top-k class names and scores).")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--model", required=True,
                         help="SavedModel dir, export dir (with saved_model/), or training model_dir")
