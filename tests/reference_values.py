@@ -13,3 +13,15 @@ REFERENCE_PARAMS = {
     "efficientnetv2-b3": 14_467_622, "efficientnetv2-s": 21_612_360, "efficientnetv2-m": 54_431_388,
     "efficientnetv2-l": 119_027_848, "efficientnetv2-xl": 208_896_832,
 }
+
+# Edge variants, counted as the official tables and timm count them: trainable parameters (BN
+# moving statistics excluded), 1000 classes. EfficientNet-Lite0 exactly (keras-hub's preset:
+# 4,652,008); Lite1-4 to the official lite/README.md's 0.1M rounding; EdgeTPU-S/M/L to timm's
+# 0.01M rounding (tf_efficientnet_es/em/el: 5.44M, 6.90M, 10.59M). (value, rounding unit)
+EDGE_TRAINABLE_PARAMS = {
+    "efficientnet-lite0": (4_652_008, 1),
+    "efficientnet-lite1": (5.4e6, 0.1e6), "efficientnet-lite2": (6.1e6, 0.1e6),
+    "efficientnet-lite3": (8.2e6, 0.1e6), "efficientnet-lite4": (13.0e6, 0.1e6),
+    "efficientnet-edgetpu-s": (5.44e6, 0.01e6), "efficientnet-edgetpu-m": (6.90e6, 0.01e6),
+    "efficientnet-edgetpu-l": (10.59e6, 0.01e6),
+}

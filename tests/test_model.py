@@ -23,9 +23,10 @@ def test_list_models_has_every_published_variant():
     names = effnet_tf.list_models()
     for expected in ["efficientnet-b0", "efficientnet-b7", "efficientnet-b8", "efficientnet-l2",
                      "efficientnetv2-b0", "efficientnetv2-b3", "efficientnetv2-s", "efficientnetv2-m",
-                     "efficientnetv2-l", "efficientnetv2-xl"]:
+                     "efficientnetv2-l", "efficientnetv2-xl", "efficientnet-lite0", "efficientnet-lite4",
+                     "efficientnet-edgetpu-s", "efficientnet-edgetpu-l"]:
         assert expected in names
-    assert len(names) == 18
+    assert len(names) == 26
 
 
 def test_unknown_name_lists_known_and_closest():
@@ -143,7 +144,7 @@ def test_get_config_is_plain_data_and_rebuilds():
 
 
 @pytest.mark.parametrize("jit_compile, policy", [(True, "float32"), (False, "mixed_bfloat16"),
-                                                  (True, "mixed_bfloat16")])
+                                                  pytest.param(True, "mixed_bfloat16", marks=pytest.mark.slow)])
 def test_train_step_xla_and_bfloat16(jit_compile, policy):
     keras.mixed_precision.set_global_policy(policy)
     try:

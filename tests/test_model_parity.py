@@ -7,7 +7,7 @@ import effnet_tf
 from effnet_tf.blocks.batch_norm import fused_batch_norm
 from effnet_tf.blocks.layers import IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
 
-from reference_values import REFERENCE_PARAMS  # noqa: E402  (tests/ is on sys.path)
+from reference_values import EDGE_TRAINABLE_PARAMS, REFERENCE_PARAMS  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +150,41 @@ def test_fused_batch_norm_model_matches_keras_batch_norm_ops(name):
     bn = model.get_layer("top_bn")
     bn.moving_mean.assign(bn.moving_mean.numpy() + 0.1)
     assert np.abs(model(x, training=False).numpy() - expected).max() > 1e-2 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_TRAINABLE_PARAMS))
+def test_edge_variants_have_the_published_parameter_counts(name):
+    import numpy as np
+
+    model = effnet_tf.build_model(name)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    value, unit = EDGE_TRAINABLE_PARAMS[name]
+    if unit == 1:
+        assert trainable == value
+    else:
+        assert round(trainable / unit) * unit == pytest.approx(value), trainable
+
+
+def test_edge_variants_are_built_as_the_official_builders_say():
+    """Lite: ReLU6, no squeeze-excite, stem (32) and head (1280) unscaled, first and last stage
+    not repeated more; EdgeTPU: ReLU, Fused-MBConv first, a 32-channel stem scaled with width.
+    Both normalize (x - 127) / 128. Everything survives get_config."""
+    lite4 = effnet_tf.build_model("efficientnet-lite4")
+    layers = {layer.name: layer for layer in lite4.layers}
+    assert layers["stem_conv"].filters == 32 and layers["top_conv"].filters == 1280
+    assert [n for n in lite4.block_names if n.startswith(("block1", "block7"))] == ["block1a", "block7a"]
+    assert layers["stem_activation"].get_config()["activation"] == "relu6"
+    assert not [w for w in lite4.weights if "se_" in w.path or "/se" in w.path]
+    normalization = layers["normalization"]
+    np.testing.assert_allclose(normalization(np.array([[[[127.0, 255.0, 0.0]]]], "float32")).numpy(),
+                               [[[[0.0, 1.0, -127.0 / 128.0]]]], atol=1e-6)
+    b4 = effnet_tf.build_model("efficientnet-b4")  # the same width/depth with the V1 rules
+    assert b4.get_layer("stem_conv").filters == 48 and b4.get_layer("top_conv").filters == 1792
+    edge_l = effnet_tf.build_model("efficientnet-edgetpu-l")
+    assert edge_l.get_layer("stem_conv").filters == 40  # round(32 x 1.2)
+    assert edge_l.get_layer("stem_activation").get_config()["activation"] == "relu"
+    assert type(edge_l.get_layer("block1a")).__name__ == "FusedMBConv"
+    assert type(edge_l.get_layer("block4a")).__name__ == "MBConv"
+    rebuilt = effnet_tf.EfficientNet.from_config(edge_l.get_config())
+    assert rebuilt.count_params() == edge_l.count_params()
+    assert rebuilt.get_config()["stem_filters"] == 32 and lite4.get_config()["fix_stem_head"] is True

@@ -229,6 +229,7 @@ def test_stage_dropout_reaches_the_model(tmp_path):
     assert trainer.train_cache.trace_count == 2  # two sizes (32, 64); the rate change cost no trace
 
 
+@pytest.mark.slow
 def test_xla_and_mixed_bfloat16_train_steps(tmp_path):
     # Fused blocks only: XLA on this CPU is slow to compile depthwise convolutions.
     config = tiny_config(tmp_path, "runtime.jit_compile=true,runtime.precision=mixed_bfloat16,train.epochs=1,"

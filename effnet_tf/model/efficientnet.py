@@ -25,8 +25,9 @@ from effnet_tf.blocks.layers import (
     check_rate,
 )
 from effnet_tf.blocks.mbconv import BLOCK_TYPES
-from effnet_tf.model.scaling import expand_stages, round_filters, scale_stages
+from effnet_tf.model.scaling import expand_stages, fed_by_stem, round_filters, scale_stages
 from effnet_tf.model.variants import (
+    EDGE_NORMALIZATION,
     IMAGENET_NORMALIZATION,
     NORMALIZATIONS,
     SYMMETRIC_NORMALIZATION,
@@ -57,6 +58,8 @@ def _normalization_constants(normalization: str) -> Tuple[Sequence[float], Seque
         return IMAGENET_MEAN_PIXELS, IMAGENET_STD_PIXELS
     if normalization == SYMMETRIC_NORMALIZATION:
         return (128.0, 128.0, 128.0), (128.0, 128.0, 128.0)
+    if normalization == EDGE_NORMALIZATION:
+        return (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
 
 
@@ -74,7 +77,13 @@ class EfficientNet(keras.Model):
         drop_connect_rate: stochastic-depth rate of the last block; block j of N gets
             ``drop_connect_rate * j / N``.
         include_preprocessing: normalize 0..255 pixels inside the model (any numeric dtype).
-        normalization: ``"imagenet"`` (mean/std) or ``"symmetric"`` ((x-128)/128).
+        normalization: ``"imagenet"`` (mean/std), ``"symmetric"`` ((x-128)/128) or ``"edge"``
+            ((x-127)/128, the official Lite and EdgeTPU models').
+        activation: ``"silu"`` (V1, V2), ``"relu6"`` (Lite), ``"relu"`` (EdgeTPU), or any Keras name.
+        stem_filters: the stem's channels before width scaling (default: the first block's
+            declared input; EdgeTPU: 32 for a first block declared ``i24``).
+        fix_stem_head: keep the stem, the 1280-channel head and the first and last stage's
+            repeats unscaled (the official Lite models).
         input_shape: default ``(None, None, 3)``, so one model trains at every image size.
         bn_momentum, bn_epsilon: BatchNorm settings (defaults per family).
         batchnorm_synchronized: cross-replica BatchNorm under a distribution strategy.
@@ -101,6 +110,8 @@ class EfficientNet(keras.Model):
         bn_momentum: Optional[float] = None,
         bn_epsilon: float = 1e-3,
         activation: str = "silu",
+        stem_filters: Optional[int] = None,
+        fix_stem_head: bool = False,
         batchnorm_synchronized: bool = False,
         gradient_checkpointing: bool = False,
         variant: Optional[str] = None,
@@ -131,10 +142,11 @@ class EfficientNet(keras.Model):
             mean, std = _normalization_constants(normalization)
             x = ImageNormalization(mean, std, name="normalization")(x)
 
-        scaled = scale_stages(stages, width, depth, v1_guard)
-        stem_filters = round_filters(stages[0].input_filters, width, v1_guard)
+        scaled = scale_stages(stages, width, depth, v1_guard, fix_first_last_repeats=fix_stem_head)
+        stem_base = int(stem_filters) if stem_filters else stages[0].input_filters
+        stem_out = stem_base if fix_stem_head else round_filters(stem_base, width, v1_guard)
         x = keras.layers.Conv2D(
-            stem_filters, 3, strides=2, padding="same", use_bias=False,
+            stem_out, 3, strides=2, padding="same", use_bias=False,
             kernel_initializer=CONV_KERNEL_INITIALIZER, name="stem_conv",
         )(x)
         x = FusedBatchNormalization(name="stem_bn", **bn_kwargs)(x)
@@ -144,6 +156,7 @@ class EfficientNet(keras.Model):
         stride = 2
         endpoints: Dict[int, str] = {stride: "stem_activation"}
         per_stage = expand_stages(scaled)
+        per_stage[0][0] = fed_by_stem(per_stage[0][0], stem_out)
         total_blocks = sum(len(stage) for stage in per_stage)
         block_names: List[str] = []
         index = 0
@@ -172,7 +185,7 @@ class EfficientNet(keras.Model):
                 block_names.append(block_name)
                 index += 1
 
-        head_filters = round_filters(HEAD_FILTERS, width, v1_guard)
+        head_filters = HEAD_FILTERS if fix_stem_head else round_filters(HEAD_FILTERS, width, v1_guard)
         x = keras.layers.Conv2D(
             head_filters, 1, padding="same", use_bias=False,
             kernel_initializer=CONV_KERNEL_INITIALIZER, name="top_conv",
@@ -211,6 +224,8 @@ class EfficientNet(keras.Model):
         self.bn_momentum = momentum
         self.bn_epsilon = float(bn_epsilon)
         self.activation = activation
+        self.stem_filters = int(stem_filters) if stem_filters else None
+        self.fix_stem_head = bool(fix_stem_head)
         self.batchnorm_synchronized = bool(batchnorm_synchronized)
         self.variant_name = variant
         self.block_names = tuple(block_names)
@@ -250,6 +265,8 @@ class EfficientNet(keras.Model):
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "activation": self.activation,
+            "stem_filters": self.stem_filters,
+            "fix_stem_head": self.fix_stem_head,
             "batchnorm_synchronized": self.batchnorm_synchronized,
             "gradient_checkpointing": self.gradient_checkpointing,
             "variant": self.variant_name,
@@ -269,7 +286,8 @@ class EfficientNet(keras.Model):
 _OVERRIDABLE = (
     "width", "depth", "family", "include_top", "pooling", "classifier_activation", "dropout_rate",
     "drop_connect_rate", "include_preprocessing", "normalization", "input_shape", "bn_momentum",
-    "bn_epsilon", "activation", "batchnorm_synchronized", "gradient_checkpointing", "name",
+    "bn_epsilon", "activation", "stem_filters", "fix_stem_head", "batchnorm_synchronized",
+    "gradient_checkpointing", "name",
 )
 
 
@@ -301,7 +319,8 @@ def build_model(
             blocks=list(blocks) if blocks is not None else list(spec.blocks),
             width=spec.width, depth=spec.depth, family=spec.family,
             dropout_rate=spec.dropout_rate, drop_connect_rate=spec.drop_connect_rate,
-            normalization=spec.normalization,
+            normalization=spec.normalization, activation=spec.activation,
+            stem_filters=spec.stem_filters, fix_stem_head=spec.fix_stem_head,
             variant=spec.name if blocks is None else None,
         )
     else:

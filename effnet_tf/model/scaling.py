@@ -28,9 +28,11 @@ def round_repeats(repeats: int, depth: float) -> int:
     return int(math.ceil(depth * repeats))
 
 
-def scale_stages(stages: Sequence[BlockArgs], width: float, depth: float, v1_guard: bool) -> List[BlockArgs]:
-    """Applies width to every stage's filters and depth to its repeats."""
-    return [
+def scale_stages(stages: Sequence[BlockArgs], width: float, depth: float, v1_guard: bool,
+                 fix_first_last_repeats: bool = False) -> List[BlockArgs]:
+    """Applies width to every stage's filters and depth to its repeats (not to the first and
+    last stage's repeats with ``fix_first_last_repeats``: the official Lite models)."""
+    scaled = [
         stage.replace(
             input_filters=round_filters(stage.input_filters, width, v1_guard),
             output_filters=round_filters(stage.output_filters, width, v1_guard),
@@ -38,6 +40,23 @@ def scale_stages(stages: Sequence[BlockArgs], width: float, depth: float, v1_gua
         )
         for stage in stages
     ]
+    if fix_first_last_repeats:
+        scaled[0] = scaled[0].replace(repeats=stages[0].repeats)
+        scaled[-1] = scaled[-1].replace(repeats=stages[-1].repeats)
+    return scaled
+
+
+def fed_by_stem(block: BlockArgs, stem_filters: int) -> BlockArgs:
+    """The network's first block, reading the stem's ``stem_filters`` channels where its block
+    string declares another input (EdgeTPU: a 32-channel stem, ``i24``; Lite: the unscaled stem).
+    As in the official code the expansion keeps its declared width (declared input x expand
+    ratio), and a block without expansion works on the channels it gets."""
+    if block.input_filters == stem_filters:
+        return block
+    if block.expand_ratio == 1:
+        return block.replace(input_filters=stem_filters)
+    return block.replace(input_filters=stem_filters,
+                         expand_ratio=block.input_filters * block.expand_ratio / stem_filters)
 
 
 def expand_stages(stages: Sequence[BlockArgs]) -> List[List[BlockArgs]]:

@@ -68,10 +68,25 @@ V2_XL_BLOCKS = (
     "r8_k3_s1_e6_i512_o640_se0.25",
 )
 
+# The official Lite builder (models/official/efficientnet/lite): V1's blocks without
+# squeeze-excite (poorly supported on edge accelerators), ReLU6, stem and head not scaled.
+LITE_BLOCKS = tuple(block.replace("_se0.25", "") for block in V1_BASE_BLOCKS)
+# The official EdgeTPU builder (models/official/efficientnet/edgetpu): Fused-MBConv first, ReLU,
+# no squeeze-excite; a 32-channel stem feeds a first block declared with 24 inputs.
+EDGETPU_BLOCKS = (
+    "r1_k3_s1_e4_i24_o24_c1_noskip",
+    "r2_k3_s2_e8_i24_o32_c1",
+    "r4_k3_s2_e8_i32_o48_c1",
+    "r5_k5_s2_e8_i48_o96",
+    "r4_k5_s1_e8_i96_o144",
+    "r2_k5_s2_e8_i144_o192",
+)
+
 # Input normalization of the released weights (pixel units, 0..255 input).
 IMAGENET_NORMALIZATION = "imagenet"  # ImageNet mean/std: V1 and V2-B0..B3
 SYMMETRIC_NORMALIZATION = "symmetric"  # (x - 128) / 128: V2-S/M/L/XL
-NORMALIZATIONS = (IMAGENET_NORMALIZATION, SYMMETRIC_NORMALIZATION)
+EDGE_NORMALIZATION = "edge"  # (x - 127) / 128: Lite and EdgeTPU ("better post-quantization")
+NORMALIZATIONS = (IMAGENET_NORMALIZATION, SYMMETRIC_NORMALIZATION, EDGE_NORMALIZATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +109,9 @@ class VariantSpec:
     min_randaug_magnitude: float = 5.0
     min_dropout_rate: float = 0.1
     drop_connect_rate: float = 0.2
+    activation: str = "silu"
+    stem_filters: Optional[int] = None  # None: the first block's declared input
+    fix_stem_head: bool = False
 
     @property
     def crop_area_min(self) -> float:
@@ -111,6 +129,12 @@ def _v1(name, width, depth, resolution, dropout, keras_name):
         randaug_magnitude=10.0, mixup_alpha=0.0, normalization=IMAGENET_NORMALIZATION,
         keras_application=keras_name,
     )
+
+
+def _edge(name, blocks, width, depth, resolution, dropout, activation, stem_filters=None, fix_stem_head=False):
+    return dataclasses.replace(
+        _v1(name, width, depth, resolution, dropout, None), blocks=blocks, normalization=EDGE_NORMALIZATION,
+        activation=activation, stem_filters=stem_filters, fix_stem_head=fix_stem_head)
 
 
 def _v2(name, blocks, width, depth, train, evaluation, dropout, randaug, mixup, normalization, keras_name):
@@ -135,6 +159,14 @@ _VARIANTS: Dict[str, VariantSpec] = {
         _v1("efficientnet-b7", 2.0, 3.1, 600, 0.5, "EfficientNetB7"),
         _v1("efficientnet-b8", 2.2, 3.6, 672, 0.5, None),
         _v1("efficientnet-l2", 4.3, 5.3, 800, 0.5, None),
+        _edge("efficientnet-lite0", LITE_BLOCKS, 1.0, 1.0, 224, 0.2, "relu6", fix_stem_head=True),
+        _edge("efficientnet-lite1", LITE_BLOCKS, 1.0, 1.1, 240, 0.2, "relu6", fix_stem_head=True),
+        _edge("efficientnet-lite2", LITE_BLOCKS, 1.1, 1.2, 260, 0.3, "relu6", fix_stem_head=True),
+        _edge("efficientnet-lite3", LITE_BLOCKS, 1.2, 1.4, 280, 0.3, "relu6", fix_stem_head=True),
+        _edge("efficientnet-lite4", LITE_BLOCKS, 1.4, 1.8, 300, 0.3, "relu6", fix_stem_head=True),
+        _edge("efficientnet-edgetpu-s", EDGETPU_BLOCKS, 1.0, 1.0, 224, 0.2, "relu", stem_filters=32),
+        _edge("efficientnet-edgetpu-m", EDGETPU_BLOCKS, 1.0, 1.1, 240, 0.2, "relu", stem_filters=32),
+        _edge("efficientnet-edgetpu-l", EDGETPU_BLOCKS, 1.2, 1.4, 300, 0.3, "relu", stem_filters=32),
         # The official code trains V2-B0..B3 with AutoAugment; we use RandAugment rising 5 -> 10.
         _v2("efficientnetv2-b0", V2_BASE_BLOCKS, 1.0, 1.0, 192, 224, 0.2, 10.0, 0.0, _IMNET, "EfficientNetV2B0"),
         _v2("efficientnetv2-b1", V2_BASE_BLOCKS, 1.0, 1.1, 192, 240, 0.2, 10.0, 0.0, _IMNET, "EfficientNetV2B1"),
