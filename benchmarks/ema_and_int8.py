@@ -22,13 +22,11 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -63,9 +61,9 @@ def keras_top1(model, images):
 
 
 def tflite_top1(flatbuffer: bytes, images):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    from effnet_tf.export.tflite_runtime import interpreter as tflite_interpreter
+
+    interpreter = tflite_interpreter(model_content=flatbuffer)
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(source["index"], [64, *images.shape[1:]])
     interpreter.allocate_tensors()

@@ -12,11 +12,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 import tensorflow as tf
 
 import effnet_tf
@@ -335,9 +335,7 @@ def test_keras_file_loads_in_safe_mode(exported, model):
 
 
 def _tflite_probabilities(path, pixels):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = Interpreter(model_path=path)  # LiteRT, the TFLite runtime
     source = interpreter.get_input_details()[0]
     assert list(source["shape_signature"]) == [-1, SIZE, SIZE, 3] and source["dtype"] == np.float32
     interpreter.resize_tensor_input(source["index"], list(pixels.shape))
@@ -373,9 +371,7 @@ def test_tflite_dynamic_range_agrees_with_keras(exported, model):
     np.testing.assert_array_equal(got.argmax(1)[clear], expected.argmax(1)[clear])
     # Weights of 1024+ elements are stored as int8 (here top_conv and the classifier; the
     # converter keeps smaller ones in float, so the file is smaller but not 4x on a net this tiny).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tensors = tf.lite.Interpreter(model_path=path).get_tensor_details()
+    tensors = Interpreter(model_path=path).get_tensor_details()
     int8 = " ".join(t["name"] for t in tensors if t["dtype"] == np.int8)
     assert "top_conv" in int8 and "predictions" in int8
     assert os.path.getsize(path) < os.path.getsize(os.path.join(exported, "model_float32.tflite"))
@@ -394,9 +390,7 @@ def test_tflite_int8_is_full_integer_with_raw_pixel_input(exported_int8):
     meta = bundle.read_metadata(exported_int8)
     assert sorted(os.listdir(exported_int8)) == ["metadata.json", "model_int8.tflite"]
     assert meta["files"] == {"tflite_int8": "model_int8.tflite"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=os.path.join(exported_int8, "model_int8.tflite"))
+    interpreter = Interpreter(model_path=os.path.join(exported_int8, "model_int8.tflite"))
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     # uint8 pixels as they are (scale 1, zero point 0); probabilities q / 256.
     assert source["dtype"] == np.uint8 and source["quantization"] == (1.0, 0)
@@ -410,9 +404,7 @@ def test_tflite_int8_is_full_integer_with_raw_pixel_input(exported_int8):
 
 def test_tflite_int8_agrees_with_keras(exported_int8, model):
     pixels, _ = color_images(np.random.default_rng(6), 128, SIZE, SIZE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=os.path.join(exported_int8, "model_int8.tflite"))
+    interpreter = Interpreter(model_path=os.path.join(exported_int8, "model_int8.tflite"))
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(source["index"], list(pixels.shape))
     interpreter.allocate_tensors()
@@ -528,7 +520,7 @@ def test_argument_errors(model, tmp_path):
     with pytest.raises(ValueError, match="top_k must be an int >= 1"):
         export.export_saved_model(model, target, image_size=SIZE, top_k=0)
     with pytest.raises(ValueError, match="formats must be"):
-        export.export_all(model, target, image_size=SIZE, formats=("onnx",))
+        export.export_all(model, target, image_size=SIZE, formats=("coreml",))
     with pytest.raises(ValueError, match="quantize must be one of"):
         export.export_tflite(model, target + ".tflite", image_size=SIZE, quantize="int4")
     with pytest.raises(ValueError, match="must end with '.keras'"):
@@ -542,3 +534,58 @@ def test_argument_errors(model, tmp_path):
 
     small_b3 = effnet_tf.build_model("efficientnetv2-b3", num_classes=2, width=0.1, depth=0.1)
     assert resolve_image_size(small_b3, None) == 300
+
+
+ONNX_SCRIPT = """
+import json, sys
+import numpy as np
+import onnxruntime
+
+class NoEffnetOrTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("effnet_tf", "tensorflow", "keras"):
+            raise ImportError(name + " must not be imported here")
+        return None
+
+sys.meta_path.insert(0, NoEffnetOrTensorFlow())
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+result = {"inputs": [[i.name, [d if isinstance(d, int) else None for d in i.shape]] for i in session.get_inputs()]}
+for name in sys.argv[2:]:
+    pixels = np.load(name).astype(np.float32)
+    result[name] = session.run(["probabilities"], {"pixels": pixels})[0].tolist()
+json.dump(result, sys.stdout)
+"""
+
+
+@pytest.mark.slow
+def test_onnx_export_runs_in_onnx_runtime_alone_and_matches(model, tmp_path):
+    """tf2onnx converts the pixel signature (it failed before: a tf.cond around the model hid the
+    kernels' shapes); ONNX Runtime, in a process without TensorFlow or effnet_tf, gives the
+    Keras model's probabilities at other batch sizes and image sizes."""
+    target = str(tmp_path / "export")
+    calibration, _ = color_images(np.random.default_rng(8), 16, SIZE, SIZE)
+    export.export_all(model, target, formats=("saved_model", "onnx"), image_size=SIZE, class_names=CLASS_NAMES,
+                      calibration_images=calibration)
+    meta = bundle.read_metadata(target)
+    assert meta["files"]["onnx"] == "model.onnx"
+    assert meta["onnx"]["max_abs_difference"] <= 1e-4 and meta["onnx"]["checked_images"] == 16
+    assert meta["onnx"]["top1_agreement"] == 1.0 and meta["onnx"]["opset"] == 17
+    batches = {}
+    for count, size in ((3, SIZE), (2, 48), (1, 40)):
+        pixels, _ = color_images(np.random.default_rng(count), count, size, size)
+        path = str(tmp_path / f"pixels_{count}.npy")
+        np.save(path, pixels)
+        batches[path] = pixels
+    proc = _run([sys.executable, "-c", ONNX_SCRIPT, os.path.join(target, "model.onnx"), *batches], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["inputs"] == [["pixels", [None, None, None, 3]]]  # dynamic batch and size
+    for path, pixels in batches.items():
+        np.testing.assert_allclose(result[path], keras_probabilities(model, pixels), atol=1e-4)
+
+
+def test_onnx_without_its_extra_is_a_clear_error_before_any_work(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"'onnx' needs tf2onnx: pip install 'effnet_tf\[onnx\]'"):
+        export.export_all(model, str(tmp_path / "export"), formats=("saved_model", "onnx"), image_size=SIZE)
+    assert not os.path.exists(tmp_path / "export")

@@ -36,7 +36,7 @@ EVAL_FREQUENCIES = ("epoch", "stage", "end")
 #: RandAugment op semantics (effnet_tf.data.rand_augment.POLICIES).
 RANDAUG_POLICIES = ("increasing", "official")
 #: What ``export.formats`` may hold (``effnet_tf.export.export_all`` writes these).
-EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "onnx")
 #: What an export writes unless told otherwise (tflite_int8 needs calibration images).
 DEFAULT_EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 

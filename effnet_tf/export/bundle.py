@@ -7,6 +7,7 @@ Layout of ``export_dir``::
     model_float32.tflite          TFLite, float32
     model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
     model_int8.tflite             TFLite, full integer (formats "tflite_int8"; needs calibration images)
+    model.onnx                    ONNX of predict_pixels (formats "onnx"; tf2onnx, checked in ONNX Runtime)
     metadata.json                 variant, image size, class names, input note, versions
 """
 
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import tempfile
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from effnet_tf.config.schema import DEFAULT_EXPORT_FORMATS, EXPORT_FORMATS
@@ -24,7 +28,15 @@ from effnet_tf.data.preprocessing import check_crop_fraction, official_crop_frac
 from effnet_tf.export import prepare
 from effnet_tf.export.atomic import atomic_output, check_cancel
 from effnet_tf.export.keras_file import write_keras
-from effnet_tf.export.layout import KERAS_FILE, METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILES, TFLITE_FORMATS
+from effnet_tf.export.layout import (
+    KERAS_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    SAVED_MODEL_DIR,
+    TFLITE_FILES,
+    TFLITE_FORMATS,
+)
+from effnet_tf.export.onnx import check_onnx_available, convert_onnx, verify_onnx
 from effnet_tf.export.saved_model import write_saved_model
 from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
 from effnet_tf.export.tflite import check_quantize, convert_tflite, quantization_details
@@ -98,6 +110,28 @@ def read_metadata(export_dir: str) -> Optional[Dict[str, Any]]:
         return json.load(handle)
 
 
+def _verification_images(calibration_images, image_size: int) -> np.ndarray:
+    """What the ONNX file is checked on: up to 32 calibration images, else 8 seeded random ones."""
+    if isinstance(calibration_images, np.ndarray) and len(calibration_images):
+        return calibration_images[:32].astype(np.float32)
+    return np.random.default_rng(0).uniform(0, 255, (8, image_size, image_size, 3)).astype(np.float32)
+
+
+def _write_onnx(serving_model, temporary: str, has_saved_model: bool, images: np.ndarray, **saved_model_args):
+    """``model.onnx`` from the export's SavedModel (or one written for it), verified in ONNX
+    Runtime; returns the record for ``metadata.json``."""
+    with tempfile.TemporaryDirectory(prefix="effnet_onnx_") as scratch:
+        saved = join(temporary, SAVED_MODEL_DIR)
+        if not has_saved_model:
+            saved = os.path.join(scratch, SAVED_MODEL_DIR)
+            write_saved_model(serving_model, saved, **saved_model_args)
+        local = os.path.join(scratch, ONNX_FILE)
+        convert_onnx(saved, local)
+        record = verify_onnx(local, saved, images)
+        tf.io.gfile.copy(local, join(temporary, ONNX_FILE), overwrite=True)
+    return record
+
+
 def export_all(
     model: keras.Model,
     export_dir: str,
@@ -117,7 +151,8 @@ def export_all(
 
     ``formats``: any of "saved_model", "keras", "tflite" (writes both the float32 and the
     dynamic-range file) and "tflite_int8" (full-integer, calibrated on ``calibration_images``:
-    see ``export_tflite``; its input/output scales go to ``metadata.json``). The whole
+    see ``export_tflite``; its input/output scales go to ``metadata.json``) and "onnx" (see
+    ``effnet_tf.export.onnx``; the check against the SavedModel goes to ``metadata.json``). The whole
     directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
     or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys
     to ``metadata.json`` (e.g. the checkpoint). Other arguments (``crop_fraction`` too: recorded in
@@ -131,6 +166,8 @@ def export_all(
     quantizations = [q for export_format in formats for q in TFLITE_FORMATS.get(export_format, ())]
     for quantize in quantizations:  # before any file is written
         check_quantize(quantize, calibration_images)
+    if "onnx" in formats:
+        check_onnx_available()
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
     files: Dict[str, str] = {}
     with atomic_output(export_dir, overwrite=overwrite, cancel=cancel) as temporary:
@@ -152,6 +189,12 @@ def export_all(
             files[f"tflite_{quantize or 'float32'}"] = TFLITE_FILES[quantize]
             if quantize == "int8":
                 extra["tflite_int8"] = quantization_details(flatbuffer)
+        if "onnx" in formats:
+            check_cancel(cancel, export_dir)
+            extra["onnx"] = _write_onnx(serving_model, temporary, "saved_model" in formats, image_size=image_size,
+                                        class_names=class_names, top_k=top_k, crop_fraction=crop_fraction,
+                                        images=_verification_images(calibration_images, image_size))
+            files["onnx"] = ONNX_FILE
         record = build_metadata(serving_model, image_size, class_names, top_k, files, extra, crop_fraction)
         with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
             json.dump(record, handle, indent=2)

@@ -6,6 +6,7 @@ readers of an export (``effnet-predict``) need not load the exporters.
     model_float32.tflite          TFLite, float32
     model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
     model_int8.tflite             TFLite, full integer: int8 weights and activations, uint8 in/out
+    model.onnx                    ONNX (opset 17) of predict_pixels: dynamic batch and size
     metadata.json                 variant, image size, class names, input note, versions
 """
 
@@ -15,4 +16,5 @@ TFLITE_FILES = {None: "model_float32.tflite", "dynamic_range": "model_dynamic_ra
                 "int8": "model_int8.tflite"}
 #: The TFLite files each export format writes (keys of TFLITE_FILES).
 TFLITE_FORMATS = {"tflite": (None, "dynamic_range"), "tflite_int8": ("int8",)}
+ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"

@@ -157,12 +157,17 @@ def serving_functions(
     """``{signature name: (function, input_signature)}`` for ``keras.export.ExportArchive``
     (``crop_fraction``: ``serving_default``'s central crop, as ``preprocess_eval``)."""
     model_probabilities = model_scores(model)
-    classes = int(model.outputs[0].shape[-1])
 
     def scores(pixels):
-        # An empty batch skips the model (some CPU kernels reject zero-sized convolutions).
-        return tf.cond(tf.shape(pixels)[0] > 0, lambda: model_probabilities(pixels),
-                       lambda: tf.zeros([0, classes], tf.float32))
+        # An empty batch runs the model on one zero image instead (some CPU kernels reject
+        # zero-sized convolutions), sliced away after. Padding rather than a tf.cond around the
+        # model: inside a cond the kernels reach the convolutions as function arguments, which
+        # hides their shapes from converters (tf2onnx failed with "object of type 'NoneType'
+        # has no len()" in conv_kernel_shape).
+        count = tf.shape(pixels)[0]
+        spatial = tf.shape(pixels)[1:3]
+        filler = tf.zeros(tf.concat([[tf.maximum(1 - count, 0)], spatial, [3]], axis=0), pixels.dtype)
+        return model_probabilities(tf.concat([pixels, filler], axis=0))[:count]
 
     def serve_image_bytes(image_bytes):
         return classify(scores(decode_images(image_bytes, image_size, crop_fraction)), top_k, class_names)

@@ -109,11 +109,9 @@ def convert_tflite(model: keras.Model, image_size: int, quantize: Optional[str] 
 def quantization_details(flatbuffer: bytes) -> dict:
     """``{"input": {...}, "output": {...}}``: dtype, scale and zero point of a TFLite model's
     input and output, as its interpreter reports them (scale 0: not quantized)."""
-    import warnings
+    from effnet_tf.export.tflite_runtime import interpreter as tflite_interpreter
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter = tflite_interpreter(model_content=flatbuffer)
 
     def describe(detail):
         scale, zero_point = detail["quantization"]
