@@ -115,14 +115,6 @@ def build_config(flag_values=FLAGS) -> config_lib.ExperimentConfig:
     return config
 
 
-def create_driver(flag_values=FLAGS):
-    """Builds the config from parsed flags and the ``Driver`` for it."""
-    config = build_config(flag_values)
-    from effnet_tf.run.driver import Driver
-
-    return Driver(config)
-
-
 def run_experiment(flag_values=FLAGS) -> Dict[str, Any]:
     """Runs ``runtime.mode`` of the flags' config; returns the driver's results. ``--mode=export``
     needs no strategy, training data or training components: it restores and exports the run."""

@@ -43,7 +43,7 @@ class _Ignored:
     def summary(self, root: str, shown: int = 3) -> List[str]:
         lines = []
         for reason, found in sorted(self.by_reason.items()):
-            names = [os.path.relpath(p, root) if not p.startswith(("gs://", "s3://")) else p for p in found]
+            names = [p if "://" in p else os.path.relpath(p, root) for p in found]
             more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
             lines.append(f"{len(found)} {reason} ({', '.join(names[:shown])}{more})")
         return lines

@@ -97,17 +97,26 @@ def check_checkpoints_fit(run_dir: Optional[RunDirectory], config: ExperimentCon
             "config.yaml to this run): use a new --model_dir, or the original settings.")
 
 
-def restored_plan(config: ExperimentConfig) -> Plan:
-    """The ``Plan`` of a restored run: one replica, this process reading (not writing) the run.
-    A run's own config.yaml is resolved already; for another config the data source is asked
-    for its number of training examples when it can be reached."""
-    train_examples = None
+def reachable_source(config: ExperimentConfig):
+    """The run's data source, or None when this machine cannot open it."""
     try:
         from effnet_tf.data.from_config import open_source
 
-        train_examples = open_source(config.data).num_examples(config.data.train_split)
+        return open_source(config.data)
     except Exception:  # noqa: BLE001 (the data may live where this machine cannot read it)
-        pass
+        return None
+
+
+def restored_plan(config: ExperimentConfig, source=None) -> Plan:
+    """The ``Plan`` of a restored run: one replica, this process reading (not writing) the run.
+    A run's own config.yaml is resolved already; for another config ``source`` (when reachable)
+    gives the number of training examples."""
+    train_examples = None
+    if source is not None:
+        try:
+            train_examples = source.num_examples(config.data.train_split)
+        except Exception:  # noqa: BLE001 (a split this source cannot count)
+            pass
     return make_plan(config, num_classes=config.model.num_classes, train_examples=train_examples, writer=False)
 
 
@@ -119,12 +128,13 @@ def export_run_directory(config: ExperimentConfig, say=print) -> str:
     model_dir = config.runtime.model_dir
     if not model_dir:
         raise ValueError("--mode=export needs --model_dir (the run to export).")
-    plan = restored_plan(config)
+    source = reachable_source(config)  # opened once: plan, class names, int8 calibration
+    plan = restored_plan(config, source)
     check_checkpoints_fit(plan.run_dir, plan.config)
     check_target(plan.export_dir, plan.config.export.overwrite)  # before the (slow) restore
     model, _, info = restore_from_model_dir(model_dir, config=plan.config)
     out = export_trained(model, plan, checkpoint=info["checkpoint"], global_step=info["global_step"],
-                         overwrite=plan.config.export.overwrite, say=say)
+                         source=source, overwrite=plan.config.export.overwrite, say=say)
     say(f"Exported {info['checkpoint']} ({', '.join(plan.config.export.formats)}): {out}")
     return out
 
@@ -168,7 +178,9 @@ def export_from_model_dir(
         config.export.formats = list(formats)
     if image_size:
         config.eval.image_size = int(image_size)
-    export_trained(model, restored_plan(config), checkpoint=info["checkpoint"], global_step=info["global_step"],
-                   overwrite=overwrite, export_dir=export_dir, class_names=class_names, top_k=top_k)
+    source = reachable_source(config)
+    export_trained(model, restored_plan(config, source), checkpoint=info["checkpoint"],
+                   global_step=info["global_step"], source=source, overwrite=overwrite, export_dir=export_dir,
+                   class_names=class_names, top_k=top_k)
     log.info("Exported %s (step %d) to %s", info["checkpoint"], info["global_step"], export_dir)
     return export_dir
