@@ -1,7 +1,8 @@
 """Every use of Keras internals, in one place: read this module (and run its test) before
 moving the ``keras`` pin in setup.py.
 
-Checked against Keras 3.15 and TensorFlow 2.21 (one TensorFlow internal: ``merge_call``).
+Checked against Keras 3.15 and TensorFlow 2.21 (TensorFlow internals: ``merge_call`` and
+``tf.Graph._get_function``).
 ``INTERNALS`` lists each private attribute or replaced method with the one line of why;
 ``missing_internals()`` says which of them a Keras version lacks, and
 ``tests/test_keras_internals.py`` fails naming them.
@@ -38,6 +39,8 @@ INTERNALS: Tuple[Tuple[type, str, str], ...] = (
     (keras.optimizers.Optimizer, "_model_variables_moving_average", "the EMA averages (Keras' use_ema)"),
     (keras.optimizers.Adam, "_momentums", "moment estimates, zeroed after a divergence (reset_moments)"),
     (keras.optimizers.Adam, "_velocities", "moment estimates, as above; RMSprop's mean square too"),
+    (tf.Graph, "_get_function",
+     "the graph of a nested function call (Keras' XLA-compiled grouped convolution), for the multiply-adds"),
 )
 
 # Keras' warning when a fit/evaluate input ends early: our loops end where the data ends on
@@ -127,6 +130,18 @@ def ema_pairs(optimizer, variables=None) -> List[Tuple]:
     ``variables`` defaults to the optimizer's trainable variables (Keras' pairing order)."""
     variables = optimizer._trainable_variables if variables is None else variables
     return list(zip(variables, optimizer._model_variables_moving_average))
+
+
+def called_graphs(graph: tf.Graph, op) -> list:
+    """The graphs of the functions ``op`` calls (``PartitionedCall`` and the like), or []."""
+    graphs = []
+    for attribute in op.node_def.attr:
+        value = op.node_def.attr[attribute]
+        if value.HasField("func"):
+            function = graph._get_function(value.func.name)
+            if function is not None and getattr(function, "graph", None) is not None:
+                graphs.append(function.graph)
+    return graphs
 
 
 def merge_call(fn, strategy, *args):

@@ -19,7 +19,7 @@ from effnet_tf import main as cli
 BLOCKS = "[r1_k3_s1_e1_i16_o8_c1,r1_k3_s2_e2_i8_o16_c1]"  # total stride 4
 BASE = (f"model.name=null,model.blocks={BLOCKS},train.epochs=2,train.global_batch_size=8,train.image_size=32,"
         "eval.image_size=32,train.warmup_epochs=0,train.randaug_magnitude=0,runtime.tensorboard=false,"
-        "runtime.verbose=2,export.formats=[saved_model],eval.frequency=end,runtime.seed=1")
+        "runtime.verbose=2,export.formats=[saved_model],export.report=false,eval.frequency=end,runtime.seed=1")
 SYNTHETIC = "data.name=synthetic,data.num_classes=2,data.train_examples=32,data.eval_examples=16"
 
 

@@ -32,7 +32,7 @@ def color_images(rng, n, height, width):
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def trained_model():
     keras.utils.set_random_seed(0)
     model = effnet_tf.build_model(blocks=BLOCKS, width=0.5, depth=0.5, num_classes=3,
                                   dropout_rate=0.0, drop_connect_rate=0.0)
@@ -40,6 +40,12 @@ def export_dir(tmp_path_factory):
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.5))
     model.fit(x, np.eye(3)[y], batch_size=32, epochs=3, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def export_dir(trained_model, tmp_path_factory):
+    model = trained_model
     target = str(tmp_path_factory.mktemp("predict") / "export")
     # top_k=2 exported, so --top_k=3 exercises the fallback to the probabilities.
     export.export_all(model, target, image_size=SIZE, class_names=CLASS_NAMES, top_k=2,
@@ -113,6 +119,28 @@ def test_bad_files_are_reported_and_the_others_classified(export_dir, image_dir,
     assert results[0] == {"file": str(fake), "error": "not an image (JPEG, PNG, GIF, BMP, WebP or JPEG XL)"}
     assert results[1]["predictions"][0]["label"] == labels[good]
     assert results[2]["error"].startswith("cannot decode")
+
+
+def test_tflite_files_in_litert_match_the_saved_model(trained_model, image_dir, tmp_path, capsys):
+    """``--model=FILE.tflite``: LiteRT on the serving preprocessing (crop and class names from
+    the metadata.json beside it) gives the SavedModel's answers."""
+    root, labels = image_dir
+    target = str(tmp_path / "export")
+    calibration, _ = color_images(np.random.default_rng(7), 64, SIZE, SIZE)
+    export.export_all(trained_model, target, image_size=SIZE, class_names=CLASS_NAMES, report=False,
+                      formats=("saved_model", "tflite", "tflite_int8"), calibration_images=calibration)
+    files = sorted(labels)
+    order, scores = signature_top(target, files, 3)
+    for name, tolerance in (("model_float32.tflite", 1e-5), ("model_int8.tflite", 0.05)):
+        assert predict.main(["--model", os.path.join(target, name), "--json", "--top_k", "3", *files]) == 0
+        results = json.loads(capsys.readouterr().out)["results"]
+        for result, row_order, row_scores in zip(results, order, scores):
+            assert [p["label"] for p in result["predictions"]][0] == CLASS_NAMES[row_order[0]] == labels[result["file"]]
+            np.testing.assert_allclose([p["score"] for p in result["predictions"]], row_scores, atol=tolerance)
+    not_tflite = tmp_path / "model.tflite"
+    not_tflite.write_text("not a flatbuffer")
+    assert predict.main(["--model", str(not_tflite), files[0]]) == 2
+    assert "is not a TFLite model LiteRT can load" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2_with_a_message(export_dir, image_dir, tmp_path, capsys):

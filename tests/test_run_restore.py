@@ -88,20 +88,6 @@ def test_predict_cli_on_a_training_model_dir(trained_run, images, capsys):
     np.testing.assert_allclose([p["score"] for p in on_the_fly], [p["score"] for p in from_export], atol=1e-6)
 
 
-def test_int8_export_from_model_dir_calibrates_on_the_training_split(trained_run, tmp_path):
-    """The run's config names the data: calibration reads its training split (eval preprocessing,
-    export size); the run's EMA of the BN statistics came back with the checkpoint."""
-    trainer = trained_run
-    assert trainer.model.optimizer.moving_statistics_pairs  # ema_decay set: statistics averaged too
-    target = run.export_from_model_dir(trainer.config.runtime.model_dir, str(tmp_path / "export"),
-                                       formats=("tflite_int8",))
-    meta = bundle.read_metadata(target)
-    assert meta["files"] == {"tflite_int8": "model_int8.tflite"}
-    assert meta["tflite_int8"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
-    with open(os.path.join(target, "model_int8.tflite"), "rb") as handle:
-        assert handle.read(8)[4:8] == b"TFL3"  # the flatbuffer's file identifier
-
-
 def test_calibration_images_are_eval_preprocessed_training_images_in_random_order():
     from effnet_tf.data import build_dataset, calibration_images, get_source
 
@@ -116,3 +102,119 @@ def test_calibration_images_are_eval_preprocessed_training_images_in_random_orde
     assert len(calibration_images(source, "train", 32, count=100)) == 24  # the split is smaller
     with pytest.raises(ValueError, match="count must be an int >= 1, got 0"):
         calibration_images(source, "train", 32, count=0)
+
+
+# Runs one exported file in its own runtime, in a process that refuses to import what it must
+# not need: effnet_tf always (but for the .keras file, whose layers are effnet_tf's), and
+# TensorFlow and Keras for the LiteRT and ONNX Runtime files.
+RUNTIME_SCRIPT = """
+import json, sys
+import numpy as np
+
+runtime, path = sys.argv[1:3]
+forbidden = {"saved_model": ("effnet_tf",), "keras": (), "tflite": ("effnet_tf", "tensorflow", "keras"),
+             "onnx": ("effnet_tf", "tensorflow", "keras")}[runtime]
+
+class Forbid:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in forbidden:
+            raise ImportError(name + " must not be imported here")
+        return None
+
+sys.meta_path.insert(0, Forbid())
+if runtime == "saved_model":
+    import tensorflow as tf
+    signature = tf.saved_model.load(path).signatures["predict_pixels"]
+    run = lambda pixels: signature(pixels=tf.constant(pixels, tf.float32))["probabilities"].numpy()
+elif runtime == "keras":
+    import keras
+    import effnet_tf  # registers the layers the file names (keras imports only its own packages)
+    model = keras.saving.load_model(path)
+    run = lambda pixels: keras.ops.convert_to_numpy(keras.ops.softmax(model(pixels.astype("float32"), training=False)))
+elif runtime == "tflite":
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(pixels):
+        interpreter.resize_tensor_input(source["index"], list(pixels.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], pixels.astype(source["dtype"]))  # float32, or uint8 (scale 1)
+        interpreter.invoke()
+        probabilities = interpreter.get_tensor(target["index"]).astype(np.float32)
+        scale, zero_point = target["quantization"]
+        return (probabilities - zero_point) * scale if scale else probabilities
+else:
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    run = lambda pixels: session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
+    print(json.dumps({"inputs": [[i.name, [d if isinstance(d, int) else None for d in i.shape]]
+                                 for i in session.get_inputs()]}))
+print(json.dumps({"probabilities": [run(np.load(name)).tolist() for name in sys.argv[3:]],
+                  "effnet_tf": sorted(m for m in sys.modules if m.split(".")[0] == "effnet_tf")}))
+"""
+
+# What each file may differ from the Keras model by (probabilities): float files only by float
+# rounding; dynamic range by its int8 weights; full integer by int8 activations and an output
+# step of 1/256 (measured by the report on this run: 1e-7 for every float file, 0.0012, 0.0037).
+RUNTIME_TOLERANCE = {"saved_model": 1e-5, "keras": 1e-5, "tflite_float32": 1e-5, "tflite_dynamic_range": 0.01,
+                     "tflite_int8": 0.03, "onnx": 1e-4}
+
+
+@pytest.mark.slow
+def test_every_format_of_a_run_export_runs_alone_in_its_own_runtime(trained_run, images, tmp_path):
+    """The export of a trained run, every format: each file runs in a fresh process that imports
+    only its runtime (TensorFlow, Keras + effnet_tf's layers, LiteRT, ONNX Runtime) and gives the
+    Keras model's (EMA) probabilities; the export report checked each one the same way. The int8
+    file is calibrated on the run's training split (the config names the data) and the ONNX file
+    takes any batch and image size."""
+    import sys
+
+    from effnet_tf.training.ema import ema_weights
+    from test_export import _run
+
+    trainer = trained_run
+    assert trainer.model.optimizer.moving_statistics_pairs  # ema_decay set: statistics averaged too
+    fraction = trainer.config.data.eval_crop_fraction
+    pixels = np.stack([reference_pixels(data, 32, fraction) for _, data, _ in images])
+    other_size = np.random.default_rng(2).integers(0, 256, (2, 48, 40, 3)).astype(np.uint8)
+    with ema_weights(trainer.model):
+        expected = tf.nn.softmax(trainer.model(pixels, training=False)).numpy()
+        expected_other_size = tf.nn.softmax(trainer.model(other_size, training=False)).numpy()
+    target = run.export_from_model_dir(trainer.config.runtime.model_dir, str(tmp_path / "export"),
+                                       formats=("saved_model", "keras", "tflite", "tflite_int8", "onnx"))
+    meta = bundle.read_metadata(target)
+    assert meta["files"] == {"saved_model": "saved_model", "keras": "model.keras",
+                             "tflite_float32": "model_float32.tflite",
+                             "tflite_dynamic_range": "model_dynamic_range.tflite",
+                             "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
+    assert meta["tflite_int8"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    with open(os.path.join(target, "model_int8.tflite"), "rb") as handle:
+        assert handle.read(8)[4:8] == b"TFL3"  # the flatbuffer's file identifier
+    assert meta["onnx"]["max_abs_difference"] <= 1e-4 and meta["onnx"]["checked_images"] == 32
+    assert meta["onnx"]["opset"] == 17 and meta["onnx"]["dynamic_axes"] == ["batch", "height", "width"]
+    np.save(tmp_path / "pixels.npy", pixels)
+    np.save(tmp_path / "other_size.npy", other_size)
+    for key, relative in meta["files"].items():
+        runtime = key.split("_")[0] if key.startswith("tflite") else key
+        batches = [str(tmp_path / "pixels.npy")] + ([str(tmp_path / "other_size.npy")] if key == "onnx" else [])
+        proc = _run([sys.executable, "-c", RUNTIME_SCRIPT, runtime, os.path.join(target, relative), *batches],
+                    cwd=str(tmp_path))
+        assert proc.returncode == 0, (key, proc.stderr[-3000:])
+        lines = [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith("{")]
+        result = lines[-1]
+        np.testing.assert_allclose(result["probabilities"][0], expected, atol=RUNTIME_TOLERANCE[key], err_msg=key)
+        if key == "onnx":  # dynamic batch and size: 2 images of 48 x 40 as well
+            assert lines[0]["inputs"] == [["pixels", [None, None, None, 3]]]
+            np.testing.assert_allclose(result["probabilities"][1], expected_other_size, atol=1e-4)
+        if key == "keras":  # the layers, nothing of the training or export code
+            assert {m.split(".")[1] for m in result["effnet_tf"] if "." in m} == {"blocks", "model"}
+        else:
+            assert result["effnet_tf"] == []
+    # The report ran every file in the same runtimes, on the calibration images.
+    report = meta["report"]
+    assert set(report["files"]) == set(meta["files"]) and report["check_images_are"] == "32 calibration images"
+    for key, entry in report["files"].items():
+        assert entry["max_abs_difference"] <= RUNTIME_TOLERANCE[key], key
+        assert entry["latency_ms"] > 0 and entry["bytes"] > 0
+    assert report["parameters"] == trainer.model.count_params()

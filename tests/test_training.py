@@ -281,13 +281,18 @@ def test_nan_loss_stops_and_leaves_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_and_export_modes(tmp_path):
+def test_eval_and_export_modes(tmp_path, capsys):
     # Eval and export at 48 px while training at 64: the export's size is the plan's eval size.
     config = tiny_config(tmp_path, "train.epochs=1,train.ema_decay=0.5,export.enabled=true,eval.image_size=48")
     trained = Driver(config).train(evaluate=True)
     from effnet_tf.export.bundle import read_metadata
 
-    assert read_metadata(trained["saved_model"])["image_size"] == 48
+    metadata = read_metadata(trained["saved_model"])
+    assert metadata["image_size"] == 48
+    # The export report: every file, checked on the run's validation images, printed.
+    assert set(metadata["report"]["files"]) == {"saved_model", "keras", "tflite_float32", "tflite_dynamic_range"}
+    assert metadata["report"]["check_images_are"].endswith(" validation images")
+    assert "Export report:" in capsys.readouterr().out
     config.runtime.mode = "eval"
     evaluated = Driver(config).run()
     assert evaluated["checkpoint"] == trained["checkpoint"]

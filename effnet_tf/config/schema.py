@@ -36,7 +36,7 @@ EVAL_FREQUENCIES = ("epoch", "stage", "end")
 #: RandAugment op semantics (effnet_tf.data.rand_augment.POLICIES).
 RANDAUG_POLICIES = ("increasing", "official")
 #: What ``export.formats`` may hold (``effnet_tf.export.export_all`` writes these).
-EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "onnx")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "tflite_int16x8", "onnx")
 #: What an export writes unless told otherwise (tflite_int8 needs calibration images).
 DEFAULT_EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 
@@ -243,13 +243,18 @@ class ExportConfig(_Section):
     dir: Optional[str] = _f(None, "Export directory (saved_model/, model.keras, *.tflite, metadata.json); "
                                   "null = <model_dir>/export.")
     formats: List[str] = _f(help="What to write: any of " + ", ".join(EXPORT_FORMATS) + " (tflite: float32 and "
-                            "dynamic-range files; tflite_int8: full-integer, calibrated on the training split).",
+                            "dynamic-range files; tflite_int8: full-integer, calibrated on the training split; "
+                            "tflite_int16x8: int16 activations, for models with SE and SiLU such as V2).",
                             factory=lambda: list(DEFAULT_EXPORT_FORMATS))
     use_ema: bool = _f(True, "Export the EMA weights (when train.ema_decay is set).")
-    calibration_examples: int = _f(200, "tflite_int8: training-split images (eval preprocessing, export size) "
+    calibration_examples: int = _f(200, "tflite_int8 and tflite_int16x8: training-split images (eval preprocessing, "
+                                   "export size) "
                                    "that calibrate the activation ranges.")
     overwrite: bool = _f(False, "--mode=export: replace an existing export.dir (the end-of-training export "
                                 "always replaces its own).")
+    report: bool = _f(True, "Run every exported file in its own runtime (TensorFlow, Keras, LiteRT, ONNX Runtime) "
+                            "on up to 32 calibration or eval images: size, latency and agreement with the float "
+                            "model, printed and stored in metadata.json (report).")
 
 
 @dataclass

@@ -13,18 +13,19 @@ _SHUFFLE_BUFFER = 10_000
 
 
 def calibration_images(source: Source, split: str, image_size: int, count: int, seed: int = 0,
-                       crop_fraction=None) -> np.ndarray:
+                       crop_fraction=None, shuffle_buffer: int = _SHUFFLE_BUFFER) -> np.ndarray:
     """``count`` images ``[count, size, size, 3]`` uint8 of ``split``, in random order (a folder or
     shard sorted by class still gives every class), through the eval crop (``crop_fraction``, as
     ``preprocess_eval``) and resize.
 
-    Undecodable images are skipped: calibration needs ranges, not every record. Fewer than
-    ``count`` come back only when the split is smaller; none at all is an error.
+    ``shuffle_buffer`` records are shuffled (encoded, before decoding): fewer read less before
+    the first image. Undecodable images are skipped: calibration needs ranges, not every record.
+    Fewer than ``count`` come back only when the split is smaller; none at all is an error.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"calibration count must be an int >= 1, got {count!r}.")
     source.check_split(split)
-    buffer = min(_SHUFFLE_BUFFER, source.num_examples(split) or _SHUFFLE_BUFFER)
+    buffer = min(shuffle_buffer, source.num_examples(split) or shuffle_buffer)
     records = source.records(split, shuffle=True, seed=seed, shuffle_buffer=buffer)
 
     def eval_image(record):

@@ -7,6 +7,7 @@ Layout of ``export_dir``::
     model_float32.tflite          TFLite, float32
     model_dynamic_range.tflite    TFLite, int8 weights (dynamic-range quantization)
     model_int8.tflite             TFLite, full integer (formats "tflite_int8"; needs calibration images)
+    model_int16x8.tflite          TFLite, int16 activations (formats "tflite_int16x8"; calibration images)
     model.onnx                    ONNX of predict_pixels (formats "onnx"; tf2onnx, checked in ONNX Runtime)
     metadata.json                 variant, image size, class names, input note, versions
 """
@@ -17,7 +18,7 @@ import datetime
 import json
 import os
 import tempfile
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -37,6 +38,7 @@ from effnet_tf.export.layout import (
     TFLITE_FORMATS,
 )
 from effnet_tf.export.onnx import check_onnx_available, convert_onnx, verify_onnx
+from effnet_tf.export.report import build_report
 from effnet_tf.export.saved_model import write_saved_model
 from effnet_tf.export.signatures import IMAGE_BYTES, OUTPUTS, PIXELS, SIGNATURES, head_activation
 from effnet_tf.export.tflite import check_quantize, convert_tflite, quantization_details
@@ -110,11 +112,17 @@ def read_metadata(export_dir: str) -> Optional[Dict[str, Any]]:
         return json.load(handle)
 
 
-def _verification_images(calibration_images, image_size: int) -> np.ndarray:
-    """What the ONNX file is checked on: up to 32 calibration images, else 8 seeded random ones."""
-    if isinstance(calibration_images, np.ndarray) and len(calibration_images):
-        return calibration_images[:32].astype(np.float32)
-    return np.random.default_rng(0).uniform(0, 255, (8, image_size, image_size, 3)).astype(np.float32)
+CHECK_IMAGES = 32
+
+
+def _check_images(check_images, check_images_are: str, calibration_images, image_size: int) -> Tuple[np.ndarray, str]:
+    """What the ONNX file and the report check on, and what those images are: ``check_images``,
+    else up to 32 calibration images, else 8 seeded random ones."""
+    for images, origin in ((check_images, check_images_are), (calibration_images, "calibration images")):
+        if isinstance(images, np.ndarray) and len(images):
+            return images[:CHECK_IMAGES].astype(np.float32), f"{min(len(images), CHECK_IMAGES)} {origin}"
+    random = np.random.default_rng(0).uniform(0, 255, (8, image_size, image_size, 3)).astype(np.float32)
+    return random, "8 random-pixel images (no calibration or check images given)"
 
 
 def _write_onnx(serving_model, temporary: str, has_saved_model: bool, images: np.ndarray, **saved_model_args):
@@ -146,12 +154,17 @@ def export_all(
     calibration_images: Optional[Iterable] = None,
     crop_fraction: Optional[float] = None,
     cancel=None,
+    report: bool = True,
+    check_images: Optional[np.ndarray] = None,
+    check_images_are: str = "check images",
+    progress: Optional[Callable[[str], None]] = None,
 ) -> str:
     """Writes ``formats`` of ``model`` (its current weights) and ``metadata.json`` to ``export_dir``.
 
     ``formats``: any of "saved_model", "keras", "tflite" (writes both the float32 and the
     dynamic-range file) and "tflite_int8" (full-integer, calibrated on ``calibration_images``:
-    see ``export_tflite``; its input/output scales go to ``metadata.json``) and "onnx" (see
+    see ``export_tflite``; its input/output scales go to ``metadata.json``), "tflite_int16x8"
+    (int8 weights, int16 activations, float32 in and out; calibrated the same way) and "onnx" (see
     ``effnet_tf.export.onnx``; the check against the SavedModel goes to ``metadata.json``). The whole
     directory is written beside ``export_dir`` and renamed onto it at the end, so it is complete
     or absent; an existing ``export_dir`` is refused unless ``overwrite``. ``metadata`` adds keys
@@ -159,6 +172,11 @@ def export_all(
     ``metadata.json``) as ``export_saved_model``. ``cancel`` (a ``threading.Event``, set by a
     termination signal) stops the export between formats, and before the final rename at the
     latest, with ``ExportCancelled``: nothing appears at ``export_dir``.
+    ``report``: run every written file in its own runtime (``effnet_tf.export.report``) on
+    ``check_images`` (float pixels ``[N, size, size, 3]``; default: up to 32 calibration images,
+    else 8 random ones; ``check_images_are`` says what they are) and store the report in
+    ``metadata.json`` (``format_report`` prints it).
+    ``progress(text)`` is told which step is running.
     Returns ``export_dir``.
     """
     formats = _check_formats(formats)
@@ -169,6 +187,8 @@ def export_all(
     if "onnx" in formats:
         check_onnx_available()
     serving_model, image_size, class_names, top_k = prepare.checked_inputs(model, image_size, class_names, top_k)
+    images, images_origin = _check_images(check_images, check_images_are, calibration_images, image_size)
+    say = progress or (lambda text: None)
     files: Dict[str, str] = {}
     with atomic_output(export_dir, overwrite=overwrite, cancel=cancel) as temporary:
         tf.io.gfile.makedirs(temporary)
@@ -183,6 +203,7 @@ def export_all(
         extra = dict(metadata or {})
         for quantize in quantizations:
             check_cancel(cancel, export_dir)
+            say(f"converting to TFLite ({quantize or 'float32'})")
             flatbuffer = convert_tflite(serving_model, image_size, quantize, calibration_images)
             with tf.io.gfile.GFile(join(temporary, TFLITE_FILES[quantize]), "wb") as handle:
                 handle.write(flatbuffer)
@@ -191,10 +212,16 @@ def export_all(
                 extra["tflite_int8"] = quantization_details(flatbuffer)
         if "onnx" in formats:
             check_cancel(cancel, export_dir)
+            say("converting to ONNX (tf2onnx) and checking it in ONNX Runtime")
             extra["onnx"] = _write_onnx(serving_model, temporary, "saved_model" in formats, image_size=image_size,
                                         class_names=class_names, top_k=top_k, crop_fraction=crop_fraction,
-                                        images=_verification_images(calibration_images, image_size))
+                                        images=images)
             files["onnx"] = ONNX_FILE
+        if report:
+            check_cancel(cancel, export_dir)
+            extra["report"] = build_report(temporary, files, serving_model, image_size, images,
+                                           progress=lambda key: say(f"report: running {files[key]}"))
+            extra["report"]["check_images_are"] = images_origin
         record = build_metadata(serving_model, image_size, class_names, top_k, files, extra, crop_fraction)
         with tf.io.gfile.GFile(join(temporary, METADATA_FILE), "w") as handle:
             json.dump(record, handle, indent=2)

@@ -3,11 +3,13 @@
     effnet-predict --model=exports/flowers photo.jpg more_photos/
     effnet-predict --model=runs/demo --json --top_k=3 photo.png
 
-``--model`` is a SavedModel directory, an ``export_all`` directory (with ``saved_model/``), or
-a training ``model_dir``: its ``export/saved_model`` when present, else its latest checkpoint
-is exported on the fly (EMA weights) into a temporary directory. Serving a SavedModel needs
-TensorFlow only (``tf.saved_model.load``); the images go through the model's own
-``serving_default`` signature (decode, central crop/resize at the eval size).
+``--model`` is a SavedModel directory, an ``export_all`` directory (with ``saved_model/``), a
+training ``model_dir`` (its ``export/saved_model`` when present, else its latest checkpoint is
+exported on the fly, EMA weights, into a temporary directory), or a ``.tflite`` file of an
+export. Serving a SavedModel needs TensorFlow only (``tf.saved_model.load``); the images go
+through the model's own ``serving_default`` signature (decode, central crop/resize at the eval
+size). A ``.tflite`` file runs in LiteRT (``tf.lite`` without it) on the same preprocessing,
+with the class names and crop of the ``metadata.json`` beside it.
 
 Files that are not images (JPEG, PNG, GIF, BMP, WebP, JPEG XL), or that fail to decode, are
 reported per file; the others are still classified. Exit status: 0 all classified, 1 some files failed, 2 usage/model errors.
@@ -34,6 +36,7 @@ from effnet_tf.storage.paths import join  # noqa: E402
 from effnet_tf.storage.run_directory import RunDirectory  # noqa: E402
 
 SAVED_MODEL_FILE = "saved_model.pb"
+TFLITE_SUFFIX = ".tflite"
 
 
 class PredictError(Exception):
@@ -49,9 +52,13 @@ def _note(message: str) -> None:
 
 
 def resolve_model(path: str, checkpoint: Optional[str] = None) -> Tuple[str, Optional[str]]:
-    """``(saved_model_dir, temporary_dir_to_delete_or_None)`` for ``--model=path``."""
+    """``(saved_model_dir or .tflite file, temporary_dir_to_delete_or_None)`` for ``--model=path``."""
     if not tf.io.gfile.exists(path):
         raise PredictError(f"--model {path!r} does not exist.")
+    if path.endswith(TFLITE_SUFFIX) and not tf.io.gfile.isdir(path):
+        if checkpoint is not None:
+            raise PredictError("--checkpoint needs a training model_dir, not a .tflite file.")
+        return path, None
     run_dir = RunDirectory(path)
     if checkpoint is None:
         in_run = join(run_dir.export, SAVED_MODEL_DIR)
@@ -128,31 +135,65 @@ class Predictor:
         self.class_names = self._class_names()
 
     def _class_names(self) -> Optional[List[str]]:
-        path = join(os.path.dirname(self.directory.rstrip("/")), METADATA_FILE)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as handle:
-                return json.load(handle).get("class_names")
-        return None
+        return (_metadata_beside(self.directory) or {}).get("class_names")
 
     def __call__(self, encoded: Sequence[bytes], top_k: int) -> List[List[Dict]]:
         """Top-``top_k`` ``{"label", "index", "score"}`` of each encoded image (raises on bad input)."""
         outputs = self.signature(image_bytes=tf.constant(list(encoded), tf.string))
         if top_k <= self.exported_k:
-            indices = outputs["top_k_indices"].numpy()[:, :top_k]
-            scores = outputs["top_k_scores"].numpy()[:, :top_k]
-            labels = outputs["top_k_labels"].numpy()[:, :top_k]
-        else:
-            probabilities = outputs["probabilities"].numpy()
-            indices = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-            scores = np.take_along_axis(probabilities, indices, axis=1)
-            names = self.class_names
-            labels = np.vectorize(lambda i: names[i] if names else str(i), otypes=[object])(indices)
-        return [
-            [{"label": (label.decode("utf-8") if isinstance(label, bytes) else str(label)),
-              "index": int(index), "score": float(score)}
-             for label, index, score in zip(row_labels, row_indices, row_scores)]
-            for row_labels, row_indices, row_scores in zip(labels, indices, scores)
-        ]
+            return _rows(outputs["top_k_labels"].numpy()[:, :top_k], outputs["top_k_indices"].numpy()[:, :top_k],
+                         outputs["top_k_scores"].numpy()[:, :top_k])
+        return _top_k_rows(outputs["probabilities"].numpy(), top_k, self.class_names)
+
+
+def _metadata_beside(path: str) -> Optional[Dict]:
+    """The ``metadata.json`` of the export that holds ``path`` (a SavedModel dir or a file)."""
+    metadata_path = join(os.path.dirname(path.rstrip("/")), METADATA_FILE)
+    if not tf.io.gfile.exists(metadata_path):
+        return None
+    with tf.io.gfile.GFile(metadata_path) as handle:
+        return json.load(handle)
+
+
+def _rows(labels, indices, scores) -> List[List[Dict]]:
+    return [
+        [{"label": (label.decode("utf-8") if isinstance(label, bytes) else str(label)),
+          "index": int(index), "score": float(score)}
+         for label, index, score in zip(row_labels, row_indices, row_scores)]
+        for row_labels, row_indices, row_scores in zip(labels, indices, scores)
+    ]
+
+
+def _top_k_rows(probabilities: np.ndarray, top_k: int, names: Optional[List[str]]) -> List[List[Dict]]:
+    indices = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    scores = np.take_along_axis(probabilities, indices, axis=1)
+    labels = np.vectorize(lambda i: names[i] if names else str(i), otypes=[object])(indices)
+    return _rows(labels, indices, scores)
+
+
+class TFLitePredictor:
+    """A ``.tflite`` file of an export, in LiteRT: images decoded and center-cropped/resized as
+    ``serving_default`` does (the crop from ``metadata.json``, else the official one), then run."""
+
+    def __init__(self, path: str):
+        from effnet_tf.data.preprocessing import preprocess_eval
+        from effnet_tf.export.tflite_runtime import TFLiteClassifier
+
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            try:
+                self.classifier = TFLiteClassifier(model_content=handle.read())
+            except ValueError as error:
+                raise PredictError(f"--model {path!r} is not a TFLite model LiteRT can load: {error}") from None
+        metadata = _metadata_beside(path) or {}
+        self.size = self.classifier.image_size
+        self.crop_fraction = metadata.get("crop_fraction") if metadata.get("image_size") == self.size else None
+        self.class_names = metadata.get("class_names")
+        self._preprocess = lambda data: preprocess_eval(tf.constant(data), self.size, encoded=True,
+                                                        crop_fraction=self.crop_fraction)
+
+    def __call__(self, encoded: Sequence[bytes], top_k: int) -> List[List[Dict]]:
+        pixels = np.stack([self._preprocess(data).numpy() for data in encoded]).astype(np.float32)
+        return _top_k_rows(self.classifier(pixels), top_k, self.class_names)
 
 
 def _error_text(error: Exception) -> str:
@@ -215,7 +256,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                     "(top-k class names and scores).")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--model", required=True,
-                        help="SavedModel dir, export dir (with saved_model/), or training model_dir")
+                        help="SavedModel dir, export dir (with saved_model/), training model_dir, or a .tflite file")
     parser.add_argument("--checkpoint", default=None,
                         help="with a training model_dir: export this checkpoint prefix instead of using export/")
     parser.add_argument("--top_k", type=int, default=5, help="classes per image (default 5)")
@@ -235,8 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     temporary = None
     try:
         files = collect_files(args.images)
-        saved_model_dir, temporary = resolve_model(args.model, args.checkpoint)
-        predictor = Predictor(saved_model_dir)
+        model_path, temporary = resolve_model(args.model, args.checkpoint)
+        predictor = TFLitePredictor(model_path) if model_path.endswith(TFLITE_SUFFIX) else Predictor(model_path)
         results = predict_files(predictor, files, args.top_k, args.batch_size)
     except (PredictError, FileNotFoundError, ValueError) as error:
         print(f"effnet-predict: error: {error}", file=sys.stderr, flush=True)

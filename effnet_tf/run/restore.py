@@ -2,7 +2,7 @@
 ``config.yaml``, restore a checkpoint (model + optimizer, so the EMA of the weights comes back
 too) and export it through ``export_trained``, the export at the end of training.
 
-No data is read, except the calibration images of a ``tflite_int8`` export: only the class names
+No data is read, except the calibration images of a ``tflite_int8``/``tflite_int16x8`` export: only the class names
 are asked of the data source, and when that fails (the data is not reachable from this machine)
 the labels are the class indices.
 """
@@ -162,8 +162,8 @@ def export_from_model_dir(
         image_size: default the run's ``eval.image_size`` (from its config.yaml).
         class_names: default the data source's class names, when it can be reached.
         use_ema: export the EMA of the weights when the run kept one (the recipe's choice).
-        formats: as ``export_all``; default the run's ``export.formats``. ``tflite_int8`` reads
-            ``export.calibration_examples`` images of the run's training split.
+        formats: as ``export_all``; default the run's ``export.formats``. ``tflite_int8`` and
+            ``tflite_int16x8`` read ``export.calibration_examples`` images of the run's training split.
         top_k, overwrite: as ``export_all``.
         config: the run's config (default: its ``config.yaml``).
     Returns:
