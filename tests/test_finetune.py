@@ -94,7 +94,7 @@ def pretrained(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("pretrain"))
     Driver(_config(model_dir, "data.name=synthetic,data.num_classes=4,data.train_examples=1024,"
                               "data.eval_examples=128,train.epochs=12,train.global_batch_size=32,"
-                              "export.formats=[keras]")).run()
+                              "export.formats=[keras],export.report=false")).run()
     return model_dir
 
 

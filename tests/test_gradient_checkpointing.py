@@ -122,7 +122,7 @@ def test_flag_serializes_and_the_model_exports(tmp_path):
     images, _ = _data()
     np.testing.assert_allclose(reloaded(images).numpy(), model(images).numpy(), atol=1e-5)
     target = str(tmp_path / "export")
-    export_all(model, target, formats=("saved_model",), image_size=24)
+    export_all(model, target, formats=("saved_model",), image_size=24, report=False)
     served = tf.saved_model.load(os.path.join(target, "saved_model")).signatures["predict_pixels"]
     probabilities = served(tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities, tf.nn.softmax(model(images)).numpy(), atol=1e-5)

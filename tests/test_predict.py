@@ -48,7 +48,7 @@ def export_dir(trained_model, tmp_path_factory):
     model = trained_model
     target = str(tmp_path_factory.mktemp("predict") / "export")
     # top_k=2 exported, so --top_k=3 exercises the fallback to the probabilities.
-    export.export_all(model, target, image_size=SIZE, class_names=CLASS_NAMES, top_k=2,
+    export.export_all(model, target, image_size=SIZE, class_names=CLASS_NAMES, top_k=2, report=False,
                       formats=("saved_model",))
     return target
 

@@ -104,16 +104,16 @@ def test_calibration_images_are_eval_preprocessed_training_images_in_random_orde
         calibration_images(source, "train", 32, count=0)
 
 
-# Runs one exported file in its own runtime, in a process that refuses to import what it must
-# not need: effnet_tf always (but for the .keras file, whose layers are effnet_tf's), and
-# TensorFlow and Keras for the LiteRT and ONNX Runtime files.
+# Runs exported files in their own runtimes, in a process that refuses to import what they must
+# not need. "tensorflow": the SavedModel with effnet_tf refused, then the .keras file, whose
+# layers are effnet_tf's, with the refusal lifted. "alone": the .tflite files in LiteRT and the
+# .onnx file in ONNX Runtime, with effnet_tf, TensorFlow and Keras refused throughout.
 RUNTIME_SCRIPT = """
 import json, sys
 import numpy as np
 
-runtime, path = sys.argv[1:3]
-forbidden = {"saved_model": ("effnet_tf",), "keras": (), "tflite": ("effnet_tf", "tensorflow", "keras"),
-             "onnx": ("effnet_tf", "tensorflow", "keras")}[runtime]
+mode, spec = sys.argv[1], json.loads(sys.argv[2])
+forbidden = {"tensorflow": {"effnet_tf"}, "alone": {"effnet_tf", "tensorflow", "keras"}}[mode]
 
 class Forbid:
     def find_spec(self, name, path=None, target=None):
@@ -122,16 +122,20 @@ class Forbid:
         return None
 
 sys.meta_path.insert(0, Forbid())
-if runtime == "saved_model":
+
+def saved_model(path):
     import tensorflow as tf
     signature = tf.saved_model.load(path).signatures["predict_pixels"]
-    run = lambda pixels: signature(pixels=tf.constant(pixels, tf.float32))["probabilities"].numpy()
-elif runtime == "keras":
+    return lambda pixels: signature(pixels=tf.constant(pixels, tf.float32))["probabilities"].numpy()
+
+def keras_file(path):
+    forbidden.clear()
     import keras
     import effnet_tf  # registers the layers the file names (keras imports only its own packages)
     model = keras.saving.load_model(path)
-    run = lambda pixels: keras.ops.convert_to_numpy(keras.ops.softmax(model(pixels.astype("float32"), training=False)))
-elif runtime == "tflite":
+    return lambda pixels: keras.ops.convert_to_numpy(keras.ops.softmax(model(pixels.astype("float32"), training=False)))
+
+def tflite(path):
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=path)
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -144,14 +148,21 @@ elif runtime == "tflite":
         probabilities = interpreter.get_tensor(target["index"]).astype(np.float32)
         scale, zero_point = target["quantization"]
         return (probabilities - zero_point) * scale if scale else probabilities
-else:
+    return run
+
+def onnx(path):
     import onnxruntime
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    run = lambda pixels: session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
-    print(json.dumps({"inputs": [[i.name, [d if isinstance(d, int) else None for d in i.shape]]
-                                 for i in session.get_inputs()]}))
-print(json.dumps({"probabilities": [run(np.load(name)).tolist() for name in sys.argv[3:]],
-                  "effnet_tf": sorted(m for m in sys.modules if m.split(".")[0] == "effnet_tf")}))
+    results["onnx_inputs"] = [[i.name, [d if isinstance(d, int) else None for d in i.shape]]
+                              for i in session.get_inputs()]
+    return lambda pixels: session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
+
+results = {}
+for key, runtime, path, batches in spec:
+    run = {"saved_model": saved_model, "keras": keras_file, "tflite": tflite, "onnx": onnx}[runtime](path)
+    results[key] = {"probabilities": [run(np.load(name)).tolist() for name in batches],
+                    "effnet_tf": sorted(m for m in sys.modules if m.split(".")[0] == "effnet_tf")}
+print(json.dumps(results))
 """
 
 # What each file may differ from the Keras model by (probabilities): float files only by float
@@ -195,22 +206,29 @@ def test_every_format_of_a_run_export_runs_alone_in_its_own_runtime(trained_run,
     assert meta["onnx"]["opset"] == 17 and meta["onnx"]["dynamic_axes"] == ["batch", "height", "width"]
     np.save(tmp_path / "pixels.npy", pixels)
     np.save(tmp_path / "other_size.npy", other_size)
-    for key, relative in meta["files"].items():
+    batches = [str(tmp_path / "pixels.npy")]
+    processes = {"tensorflow": [], "alone": []}
+    for key, relative in meta["files"].items():  # saved_model before keras: the order export_all writes
         runtime = key.split("_")[0] if key.startswith("tflite") else key
-        batches = [str(tmp_path / "pixels.npy")] + ([str(tmp_path / "other_size.npy")] if key == "onnx" else [])
-        proc = _run([sys.executable, "-c", RUNTIME_SCRIPT, runtime, os.path.join(target, relative), *batches],
-                    cwd=str(tmp_path))
-        assert proc.returncode == 0, (key, proc.stderr[-3000:])
-        lines = [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith("{")]
-        result = lines[-1]
+        extra = [str(tmp_path / "other_size.npy")] if key == "onnx" else []
+        processes["tensorflow" if key in ("saved_model", "keras") else "alone"].append(
+            [key, runtime, os.path.join(target, relative), batches + extra])
+    results = {}
+    for mode, spec in processes.items():
+        proc = _run([sys.executable, "-c", RUNTIME_SCRIPT, mode, json.dumps(spec)], cwd=str(tmp_path))
+        assert proc.returncode == 0, (mode, proc.stderr[-3000:])
+        results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert set(results) - {"onnx_inputs"} == set(meta["files"])
+    for key in meta["files"]:
+        result = results[key]
         np.testing.assert_allclose(result["probabilities"][0], expected, atol=RUNTIME_TOLERANCE[key], err_msg=key)
-        if key == "onnx":  # dynamic batch and size: 2 images of 48 x 40 as well
-            assert lines[0]["inputs"] == [["pixels", [None, None, None, 3]]]
-            np.testing.assert_allclose(result["probabilities"][1], expected_other_size, atol=1e-4)
         if key == "keras":  # the layers, nothing of the training or export code
             assert {m.split(".")[1] for m in result["effnet_tf"] if "." in m} == {"blocks", "model"}
         else:
             assert result["effnet_tf"] == []
+    # ONNX: dynamic batch and size, 2 images of 48 x 40 as well.
+    assert results["onnx_inputs"] == [["pixels", [None, None, None, 3]]]
+    np.testing.assert_allclose(results["onnx"]["probabilities"][1], expected_other_size, atol=1e-4)
     # The report ran every file in the same runtimes, on the calibration images.
     report = meta["report"]
     assert set(report["files"]) == set(meta["files"]) and report["check_images_are"] == "32 calibration images"

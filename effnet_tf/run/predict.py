@@ -79,7 +79,7 @@ def resolve_model(path: str, checkpoint: Optional[str] = None) -> Tuple[str, Opt
         _note(f"no export in {path}; exporting its {'checkpoint ' + checkpoint if checkpoint else 'latest checkpoint'} "
               "to a temporary SavedModel")
         export_dir = export_from_model_dir(path, join(temporary, "export"), checkpoint=checkpoint,
-                                           formats=("saved_model",))
+                                           formats=("saved_model",), report=False)  # thrown away after
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -151,6 +151,7 @@ def export_from_model_dir(
     use_ema: bool = True,
     overwrite: bool = False,
     config: Optional[ExperimentConfig] = None,
+    report: Optional[bool] = None,
 ) -> str:
     """Exports the latest checkpoint of a training ``model_dir`` (``export_trained``, as at the
     end of training).
@@ -166,6 +167,7 @@ def export_from_model_dir(
             ``tflite_int16x8`` read ``export.calibration_examples`` images of the run's training split.
         top_k, overwrite: as ``export_all``.
         config: the run's config (default: its ``config.yaml``).
+        report: run the export report (default: the run's ``export.report``).
     Returns:
         ``export_dir``.
     """
@@ -176,6 +178,8 @@ def export_from_model_dir(
     config.export.use_ema = bool(use_ema)
     if formats:
         config.export.formats = list(formats)
+    if report is not None:
+        config.export.report = bool(report)
     if image_size:
         config.eval.image_size = int(image_size)
     source = reachable_source(config)
