@@ -152,12 +152,13 @@ def build_report(directory: str, files: Dict[str, str], model: keras.Model, imag
 
 def format_report(report: Dict[str, Any]) -> str:
     """The report as a text table (what the export prints)."""
-    lines = [f"Export report: {report['parameters']:,} parameters, "
-             f"{report['multiply_adds'] / 1e9:.3g}B multiply-adds at {report['image_size']} px; "
-             f"agreement with the float model on {report['check_images']} images",
+    macs = report["multiply_adds"]
+    macs_text = f"{macs / 1e9:.3g}B" if macs >= 1e9 else f"{macs / 1e6:.3g}M"
+    images = report.get("check_images_are") or f"{report['check_images']} images"
+    lines = [f"Export report: {report['parameters']:,} parameters, {macs_text} multiply-adds at "
+             f"{report['image_size']} px; agreement with the float model on {images}",
              f"  {'file':<28} {'size':>10} {'ms/image':>9} {'top-1 agr.':>10} {'max |dp|':>9}  runtime"]
     for entry in report["files"].values():
         lines.append(f"  {entry['file']:<28} {entry['bytes'] / 2**20:>8.2f} MB {entry['latency_ms']:>9.2f} "
                      f"{100 * entry['top1_agreement']:>9.1f}% {entry['max_abs_difference']:>9.2g}  {entry['runtime']}")
     return "\n".join(lines)
-
