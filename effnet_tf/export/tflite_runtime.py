@@ -83,10 +83,6 @@ class TFLiteClassifier:
     def image_size(self) -> int:
         return int(self.input["shape"][1])
 
-    @property
-    def input_dtype(self) -> str:
-        return np.dtype(self.input["dtype"]).name
-
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels, dtype=np.float32)
         expected = (self.image_size, self.image_size, 3)

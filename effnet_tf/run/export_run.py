@@ -122,6 +122,7 @@ def export_trained(model: keras.Model, plan: Plan, *, checkpoint: Optional[str],
     finally:
         if scratch is not None:
             paths.remove(scratch)
-    if report and say is not None:
-        say(format_report((read_metadata(target) or {}).get("report")))
+    written = read_metadata(target) if report and say is not None else None
+    if written and "report" in written:
+        say(format_report(written["report"]))
     return target

@@ -88,12 +88,10 @@ def resolve_model(path: str, checkpoint: Optional[str] = None) -> Tuple[str, Opt
 
 def _warn_if_stale(run_dir: RunDirectory, saved_model_dir: str) -> None:
     """Notes when the run has a newer checkpoint than its export was made from."""
-    metadata_path = join(os.path.dirname(saved_model_dir.rstrip("/")), METADATA_FILE)
     latest = run_dir.latest_checkpoint()
-    if not latest or not tf.io.gfile.exists(metadata_path):
+    if not latest:
         return
-    with tf.io.gfile.GFile(metadata_path) as handle:
-        exported = (json.load(handle).get("source") or {}).get("checkpoint")
+    exported = ((_metadata_beside(saved_model_dir) or {}).get("source") or {}).get("checkpoint")
     if exported and os.path.basename(exported) != os.path.basename(latest):
         _note(f"using {saved_model_dir} (from {os.path.basename(exported)}); {run_dir.root} has a newer "
               f"{os.path.basename(latest)}: re-export with `effnet-train --mode=export` to use it")
